@@ -1,0 +1,220 @@
+"""A Pythia-style (GPT-NeoX) RoPE transformer in one file.
+
+With the same weights, the Pythia presets compute what GPT-NeoX computes (Hugging Face's
+GPTNeoXForCausalLM): LayerNorm, parallel residual  x + attn(ln1(x)) + mlp(ln2(x)),
+rotate-half RoPE on the first 25% of each head's dims, exact (erf) GELU, untied embeddings.
+References: Pythia, https://arxiv.org/abs/2304.01373 ; RoPE, https://arxiv.org/abs/2104.09864
+
+GrowLength needs one thing from the model: no fixed maximum length. RoPE tables are built
+for the longest length seen so far and grown on demand, so a model trained at T=128 can be
+run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTN_BACKENDS = ("triton", "sdpa", "naive")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    rotary_pct: float = 0.25       # share of each head's dims that RoPE rotates (Pythia: 25%)
+    rope_base: float = 10000.0
+    parallel_residual: bool = True
+    layer_norm_eps: float = 1e-5
+    bias: bool = True              # GPT-NeoX linears carry biases
+    attn: str = "sdpa"             # triton | sdpa | naive; a runtime choice, not part of the shape
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def shape(self) -> dict:
+        """The fields that decide the weights' shapes and the maths (what a checkpoint must match)."""
+        return {k: v for k, v in self.__dict__.items() if k != "attn"}
+
+
+# Pythia sizes (Biderman et al. 2023, Table 1); vocab 50304 = GPT-2's 50257 padded to a multiple of 128.
+PRESETS = {
+    "tiny": dict(vocab_size=256, n_layer=4, n_head=4, n_embd=128),   # ~0.9M params, CPU course model
+    "pythia-70m": dict(vocab_size=50304, n_layer=6, n_head=8, n_embd=512),
+    "pythia-160m": dict(vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
+    "pythia-410m": dict(vocab_size=50304, n_layer=24, n_head=16, n_embd=1024),
+}
+# Pythia's peak learning rates; the tiny model takes a larger one (small models tolerate it).
+PRESET_LR = {"tiny": 3e-3, "pythia-70m": 1e-3, "pythia-160m": 6e-4, "pythia-410m": 3e-4}
+
+
+class Rotary(nn.Module):
+    """Rotate-half RoPE on the first `rot_dim` dims of each head, tables grown on demand."""
+
+    def __init__(self, rot_dim: int, base: float):
+        super().__init__()
+        self.rot_dim = rot_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cos = self._sin = None   # (T_max, rot_dim), built lazily: no fixed maximum length
+
+    def tables(self, T: int, device):
+        if self._cos is None or self._cos.shape[0] < T or self._cos.device != device:
+            # Grow to the next power of two so a slowly growing T does not rebuild every call.
+            n = max(T, 2 ** math.ceil(math.log2(max(T, 1))))
+            t = torch.arange(n, dtype=torch.float32, device=device)
+            freqs = torch.outer(t, self.inv_freq.to(device))     # (n, rot_dim/2)
+            emb = torch.cat((freqs, freqs), dim=-1)               # (n, rot_dim), NeoX layout
+            self._cos, self._sin = emb.cos(), emb.sin()
+        return self._cos[:T], self._sin[:T]
+
+    def forward(self, x):  # x: (B, nh, T, hs)
+        T = x.shape[-2]
+        cos, sin = self.tables(T, x.device)
+        x_rot, x_pass = x[..., : self.rot_dim].float(), x[..., self.rot_dim:]
+        x1, x2 = x_rot.chunk(2, dim=-1)
+        rotated = torch.cat((-x2, x1), dim=-1)                    # rotate_half
+        # In fp32: at long T, bf16 angles would blur positions (8 bits of mantissa).
+        x_rot = (x_rot * cos + rotated * sin).to(x.dtype)
+        return torch.cat((x_rot, x_pass), dim=-1)
+
+
+def naive_attention(q, k, v):
+    """Causal softmax(q k^T / sqrt(d)) v, spelled out: the readable reference."""
+    T, hs = q.shape[-2], q.shape[-1]
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))       # (B, nh, T, T)
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    att = att.masked_fill(~mask, float("-inf"))
+    att = F.softmax(att.float(), dim=-1).to(q.dtype)
+    return att @ v                                                # (B, nh, T, hs)
+
+
+def attention(q, k, v, backend: str):
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if backend == "naive":
+        return naive_attention(q, k, v)
+    if backend == "triton":
+        from kernels.attention import flash_attention   # imported late: Triton is optional off-CUDA
+        return flash_attention(q, k, v, causal=True)
+    raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTN_BACKENDS}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0
+        self.cfg = cfg
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        # NeoX packs q, k, v per head: the output reads as (nh, 3, hs), so Pythia weights load as-is.
+        self.query_key_value = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.dense = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.rotary = Rotary(int(cfg.head_dim * cfg.rotary_pct), cfg.rope_base)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim)
+        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)   # each (B, nh, T, hs)
+        q, k = self.rotary(q), self.rotary(k)
+        y = attention(q.contiguous(), k.contiguous(), v.contiguous(), self.cfg.attn)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)              # (B, T, C)
+        return self.dense(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.dense_4h_to_h = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+
+    def forward(self, x):
+        return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))     # exact (erf) GELU, as NeoX
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.parallel = cfg.parallel_residual
+        self.input_layernorm = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.attention = CausalSelfAttention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x):
+        if self.parallel:   # GPT-NeoX / Pythia: both branches read the same x
+            return x + self.attention(self.input_layernorm(x)) + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.attention(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_in = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.final_layer_norm = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.embed_out = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)   # untied, as Pythia
+        self.apply(self._init_weights)
+        # Residual-branch outputs scaled down with depth (GPT-2 paper, Sec. 2.3), as nanoGPT does.
+        for name, p in self.named_parameters():
+            if name.endswith("dense.weight") or name.endswith("dense_4h_to_h.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def set_attention(self, backend: str):
+        if backend not in ATTN_BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTN_BACKENDS}")
+        self.cfg.attn = backend
+
+    def forward(self, idx, targets=None):
+        x = self.embed_in(idx)                                  # (B, T, C)
+        for block in self.layers:
+            x = block(x)
+        logits = self.embed_out(self.final_layer_norm(x))      # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, max_context=None):
+        """Sample tokens one at a time (no KV cache: simple, and fine at course sizes).
+        The context is not cropped unless `max_context` is given: RoPE extrapolates."""
+        for _ in range(max_new_tokens):
+            ctx = idx if max_context is None else idx[:, -max_context:]
+            logits = self(ctx)[0][:, -1, :].float()
+            if temperature <= 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, nxt), dim=1)
+        return idx
+
+
+def make_config(preset: str, vocab_size=None, attn: str = "sdpa") -> GPTConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    fields = dict(PRESETS[preset])
+    if vocab_size is not None:
+        fields["vocab_size"] = vocab_size
+    return GPTConfig(**fields, attn=attn)
