@@ -208,9 +208,10 @@ def merge_resumed(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
         if getattr(cfg, name) != getattr(saved, name):
             raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
                             f"checkpoint's {getattr(saved, name)}; resuming cannot change it")
-    for name in explicit - {"resume", "out"}:
+    for name in explicit:
         setattr(saved, name, getattr(cfg, name))
-    saved.resume, saved.out = cfg.resume, cfg.resume
+    # Flags about this invocation, not the run: never inherited from the checkpoint.
+    saved.resume, saved.out, saved.stop_at_step = cfg.resume, cfg.resume, cfg.stop_at_step
     return saved
 
 

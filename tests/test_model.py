@@ -1,0 +1,112 @@
+"""The model: shapes at any T, RoPE's relative-position property, extrapolation, backends agree."""
+import math
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, PRESETS, Rotary, make_config
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=256, n_layer=2, n_head=4, n_embd=64, **kw))
+
+
+@pytest.mark.parametrize("T", [1, 7, 128, 300])
+def test_output_shapes_and_loss(T):
+    m = tiny()
+    idx = torch.randint(0, 256, (3, T))
+    logits, loss = m(idx, idx)
+    assert logits.shape == (3, T, 256)
+    # an untrained model predicts ~uniformly: loss near ln(256)
+    assert abs(loss.item() - math.log(256)) < 0.3
+    assert m(idx)[1] is None
+
+
+def test_rope_matches_complex_rotation():
+    """Rotate-half RoPE (NeoX layout) is multiplication of (x_i + i x_{i+d/2}) by e^{i m theta_i}."""
+    rot = Rotary(rot_dim=8, base=10000.0)
+    x = torch.randn(2, 3, 50, 16)
+    y = rot(x)
+    theta = 10000.0 ** (-torch.arange(0, 8, 2).float() / 8)            # (4,)
+    m = torch.arange(50).float()[:, None]
+    z = torch.complex(x[..., :4], x[..., 4:8]) * torch.exp(1j * m * theta)
+    assert torch.allclose(y[..., :4], z.real, atol=1e-5) and torch.allclose(y[..., 4:8], z.imag, atol=1e-5)
+    assert torch.equal(y[..., 8:], x[..., 8:])                          # the other 75% pass through
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    rot = Rotary(rot_dim=16, base=10000.0)
+    q, k = torch.randn(16), torch.randn(16)
+    T = 600
+
+    def score(m, n):
+        qs = torch.zeros(1, 1, T, 16)
+        ks = torch.zeros(1, 1, T, 16)
+        qs[0, 0, m], ks[0, 0, n] = q, k
+        return (rot(qs)[0, 0, m] @ rot(ks)[0, 0, n]).item()
+    assert score(10, 3) == pytest.approx(score(510, 503), abs=1e-4)
+    assert score(5, 5) == pytest.approx(score(590, 590), abs=1e-4)
+    assert score(10, 3) != pytest.approx(score(10, 4), abs=1e-4)      # but it does depend on m - n
+
+
+def test_forward_beyond_any_length_seen_grows_the_tables():
+    m = tiny()
+    short = torch.randint(0, 256, (1, 64))
+    m(short)                                                           # tables built for 64
+    rot = m.layers[0].attention.rotary
+    assert rot._cos.shape[0] == 64
+    long = torch.cat([short, torch.randint(0, 256, (1, 4096 - 64))], dim=1)
+    logits, _ = m(long)
+    assert rot._cos.shape[0] >= 4096 and torch.isfinite(logits).all()
+    # causal: the first 64 positions do not see the rest, so their logits are unchanged
+    assert torch.allclose(logits[:, :64], m(short)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("T", [1, 33, 130])
+def test_sdpa_and_naive_backends_agree(T):
+    m = tiny()
+    idx = torch.randint(0, 256, (2, T))
+    m.set_attention("sdpa")
+    la, lossa = m(idx, idx)
+    lossa.backward()
+    ga = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    m.set_attention("naive")
+    lb, lossb = m(idx, idx)
+    lossb.backward()
+    assert torch.allclose(la, lb, atol=1e-5)
+    assert all(torch.allclose(a, p.grad, atol=1e-5) for a, p in zip(ga, m.parameters()))
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        tiny().set_attention("flash3")
+
+
+def test_presets():
+    # Pythia-70M has 70,426,624 parameters (GPT-NeoX layout, untied, vocab 50304).
+    assert GPT(make_config("pythia-70m")).num_params() == 70_426_624
+    cfg = make_config("pythia-160m")
+    assert (cfg.n_layer, cfg.n_embd, cfg.head_dim, cfg.parallel_residual) == (12, 768, 64, True)
+    assert int(cfg.head_dim * cfg.rotary_pct) == 16
+    assert 0.5e6 < GPT(make_config("tiny")).num_params() < 1.5e6
+    assert set(PRESETS) == {"tiny", "pythia-70m", "pythia-160m", "pythia-410m"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("gpt-5")
+
+
+def test_parallel_residual_is_what_it_says():
+    m = tiny()
+    block = m.layers[0]
+    x = torch.randn(2, 10, 64)
+    expected = x + block.attention(block.input_layernorm(x)) + block.mlp(block.post_attention_layernorm(x))
+    assert torch.allclose(block(x), expected, atol=1e-6)
+
+
+def test_generate_extends_past_its_prompt():
+    m = tiny()
+    out = m.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=20, temperature=0.8, top_k=10)
+    assert out.shape == (1, 23) and int(out.max()) < 256
+    greedy = m.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=5, temperature=0)
+    assert torch.equal(greedy, m.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=5, temperature=0))
