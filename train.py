@@ -192,13 +192,13 @@ def save_checkpoint(path: Path, state: dict):
 def load_checkpoint(folder: str) -> dict:
     path = Path(folder) / "ckpt.pt"
     if not path.is_file():
-        raise UserError(f"--resume {folder}: no checkpoint (ckpt.pt) in that folder")
+        raise UserError(f"{folder}: no checkpoint (ckpt.pt) in that folder")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, unpickling error: all the same to the user
-        raise UserError(f"--resume {folder}: {path.name} is not a readable checkpoint ({type(e).__name__})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "growlength-1":
-        raise UserError(f"--resume {folder}: {path.name} is not a growlength checkpoint")
+        raise UserError(f"{path}: not a growlength checkpoint")
     return ckpt
 
 
@@ -446,7 +446,8 @@ def run(argv=None) -> int:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         loss_t = loss_sum / n_micro
         if world > 1:
-            dist.all_reduce(loss_t, op=dist.ReduceOp.AVG)
+            dist.all_reduce(loss_t)            # SUM, then divide: gloo has no AVG
+            loss_t /= world
         loss_val = loss_t.item()
         if not math.isfinite(loss_val):
             if master:
