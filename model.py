@@ -44,12 +44,13 @@ class GPTConfig:
 # Pythia sizes (Biderman et al. 2023, Table 1); vocab 50304 = GPT-2's 50257 padded to a multiple of 128.
 PRESETS = {
     "tiny": dict(vocab_size=256, n_layer=4, n_head=4, n_embd=128),   # ~0.9M params, CPU course model
+    "small": dict(vocab_size=256, n_layer=6, n_head=6, n_embd=192),  # ~2.7M: the second CPU size (Fig. 3)
     "pythia-70m": dict(vocab_size=50304, n_layer=6, n_head=8, n_embd=512),
     "pythia-160m": dict(vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
     "pythia-410m": dict(vocab_size=50304, n_layer=24, n_head=16, n_embd=1024),
 }
 # Pythia's peak learning rates; the tiny model takes a larger one (small models tolerate it).
-PRESET_LR = {"tiny": 3e-3, "pythia-70m": 1e-3, "pythia-160m": 6e-4, "pythia-410m": 3e-4}
+PRESET_LR = {"tiny": 3e-3, "small": 2e-3, "pythia-70m": 1e-3, "pythia-160m": 6e-4, "pythia-410m": 3e-4}
 
 
 class Rotary(nn.Module):

@@ -91,7 +91,7 @@ def test_presets():
     assert (cfg.n_layer, cfg.n_embd, cfg.head_dim, cfg.parallel_residual) == (12, 768, 64, True)
     assert int(cfg.head_dim * cfg.rotary_pct) == 16
     assert 0.5e6 < GPT(make_config("tiny")).num_params() < 1.5e6
-    assert set(PRESETS) == {"tiny", "pythia-70m", "pythia-160m", "pythia-410m"}
+    assert set(PRESETS) == {"tiny", "small", "pythia-70m", "pythia-160m", "pythia-410m"}
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("gpt-5")
 

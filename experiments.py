@@ -1,0 +1,201 @@
+"""The paper's experiments as commands; each writes its runs, a results table and figures.
+
+    python experiments.py wallclock     # Fig. 1: fixed 128, fixed 1024, GrowLength, same time, 2 seeds
+    python experiments.py tokens        # Fig. 2: the same three at the same token budget
+    python experiments.py sizes         # Fig. 3: a second model size, with and without GrowLength
+    python experiments.py ratios        # Fig. 5: {128,256,512,1024} vs {128,512,1024} vs {128,1024}, ratios
+    python experiments.py extension     # Fig. 4: val loss from 64 to 4x the final length, per run
+    python experiments.py all
+
+Runs go to runs/exp/<experiment>/<name>-s<seed>/ (a finished run is not run again), tables
+to results/<experiment>.md, figures to results/<experiment>/. On a GPU, pass the model and
+data through, e.g.  --extra "--preset pythia-160m --tokenizer gpt2 --data DIR" --budget 1h.
+"""
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import plot
+import train
+from data import TokenData, resolve
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent
+GROW = "128,256,512,1024"
+# name -> train.py flags; the baselines are just one-stage schedules.
+ARMS = {
+    "fixed128": ["--schedule", "128"],
+    "fixed1024": ["--schedule", "1024"],
+    "grow": ["--schedule", GROW],
+}
+RATIO_ARMS = {
+    "grow-4stage": ["--schedule", GROW],
+    "grow-3stage": ["--schedule", "128,512,1024"],
+    "grow-2stage": ["--schedule", "128,1024"],
+    "grow-ratios-1124": ["--schedule", GROW, "--ratios", "1,1,2,4"],
+    "grow-ratios-4211": ["--schedule", GROW, "--ratios", "4,2,1,1"],
+}
+COMMON = ["--eval-lengths", "128,1024", "--eval-interval", "15", "--log-interval", "5", "--sample-tokens", "0"]
+
+
+def run_arm(exp, name, seed, flags, args):
+    out = ROOT / "runs" / "exp" / exp / f"{name}-s{seed}"
+    done = out / "metrics.jsonl"
+    if done.exists() and any(json.loads(line).get("reason") == "end" for line in done.read_text().splitlines()
+                             if '"eval"' in line):
+        print(f"[{exp}] {out.name}: finished earlier, kept")
+        return out
+    cmd = [sys.executable, "train.py", *COMMON, *flags, "--seed", str(seed), "--out", str(out),
+           *shlex.split(args.extra)]
+    if out.exists():
+        cmd = [sys.executable, "train.py", "--resume", str(out)]
+    print(f"[{exp}] {out.name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    (out / "wall.json").write_text(json.dumps({"wall_s": round(time.time() - t0, 1)}))
+    return out
+
+
+def summary(out: Path) -> dict:
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    trains = [r for r in recs if r["kind"] == "train"]
+    wall = json.loads((out / "wall.json").read_text())["wall_s"] if (out / "wall.json").exists() else None
+    return {"run": out.name, "train_s": evals[-1]["elapsed_s"], "tokens": evals[-1]["tokens"],
+            "val": evals[-1]["loss"], "evals": evals, "wall_s": wall, "last_train_loss": trains[-1]["loss"]}
+
+
+def time_to_reach(evals, target, length="1024"):
+    """First training time at which val loss at `length` <= target (linear between evals)."""
+    pts = [(e["elapsed_s"], e["loss"][length]) for e in evals if length in e["loss"]]
+    for (t0, l0), (t1, l1) in zip(pts, pts[1:]):
+        if l1 <= target:
+            return t0 + (t1 - t0) * (l0 - target) / (l0 - l1) if l0 > target else t0
+    return None
+
+
+def spread(values):
+    return f"{sum(values) / len(values):.4f} ± {(max(values) - min(values)) / 2:.4f}" if len(values) > 1 \
+        else f"{values[0]:.4f}"
+
+
+def write_table(exp, rows, extra_lines=()):
+    lengths = sorted({k for r in rows for k in r["val"]}, key=int)
+    lines = [f"| run | train s | wall s | tokens | " + " | ".join(f"val@{k}" for k in lengths) + " |",
+             "|---|---|---|---|" + "---|" * len(lengths)]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['train_s']:.0f} | {r['wall_s'] or '-'} | {r['tokens']:,} | " +
+                     " | ".join(f"{r['val'].get(k, float('nan')):.4f}" for k in lengths) + " |")
+    text = "\n".join([*lines, "", *extra_lines]) + "\n"
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / f"{exp}.md").write_text(text)
+    print(text)
+
+
+def figures(exp, outs):
+    plot.main([str(o) for o in outs] + ["--out", str(ROOT / "results" / exp)])
+
+
+def exp_wallclock(args):
+    outs = {(name, s): run_arm("wallclock", name, s, flags + ["--budget", args.budget], args)
+            for s in args.seeds for name, flags in ARMS.items()}
+    rows = {k: summary(v) for k, v in outs.items()}
+    lines = []
+    for name in ARMS:
+        vals = [rows[(name, s)]["val"]["1024"] for s in args.seeds]
+        lines.append(f"- {name}: val@1024 over seeds {args.seeds}: {spread(vals)} (mean ± half-range)")
+    for s in args.seeds:
+        target = rows[("fixed1024", s)]["val"]["1024"]
+        t = time_to_reach(rows[("grow", s)]["evals"], target)
+        budget = rows[("fixed1024", s)]["train_s"]
+        lines.append(f"- seed {s}: GrowLength reaches fixed1024's final val@1024 ({target:.4f}) at "
+                     + (f"{t:.0f}s = {t / budget:.0%} of the budget" if t else "no point within the budget"))
+    write_table("wallclock", list(rows.values()), lines)
+    figures("wallclock", [outs[(n, args.seeds[0])] for n in ARMS])
+    return list(outs.values())
+
+
+def exp_tokens(args):
+    outs = [run_arm("tokens", name, args.seeds[0], flags + ["--max-tokens", str(args.max_tokens)], args)
+            for name, flags in ARMS.items()]
+    write_table("tokens", [summary(o) for o in outs], [f"- all runs: {args.max_tokens:,} tokens; compare train s."])
+    figures("tokens", outs)
+    return outs
+
+
+def exp_sizes(args):
+    outs = [run_arm("sizes", f"{preset}-{name}", args.seeds[0], ARMS[name] + ["--budget", args.budget, "--preset", preset], args)
+            for preset in args.sizes.split(",") for name in ("fixed1024", "grow")]
+    write_table("sizes", [summary(o) for o in outs])
+    figures("sizes", outs)
+    return outs
+
+
+def exp_ratios(args):
+    outs = [run_arm("ratios", name, args.seeds[0], flags + ["--budget", args.budget], args)
+            for name, flags in RATIO_ARMS.items()]
+    write_table("ratios", [summary(o) for o in outs])
+    figures("ratios", outs)
+    return outs
+
+
+@torch.no_grad()
+def extend(out: Path, eval_tokens: int) -> dict:
+    """Val loss of a finished run at 64 .. 4x its final training length (direct extrapolation)."""
+    ckpt = train.load_checkpoint(str(out))
+    cfg = ckpt["config"]
+    model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
+    model.load_state_dict(ckpt["model"])
+    data = TokenData(resolve(cfg["data"], cfg["tokenizer"]))
+    final_T = int(cfg["schedule"].split(",")[-1])
+    lengths = [2 ** i for i in range(6, 20) if 2 ** i <= 4 * final_T]
+    losses = train.evaluate(model, data, lengths, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
+    (out / "extension.json").write_text(json.dumps(losses))
+    return losses
+
+
+def exp_extension(args):
+    outs = sorted(p.parent for p in (ROOT / "runs" / "exp" / "wallclock").glob("*/ckpt.pt"))
+    if not outs:
+        sys.exit("error: no finished wallclock runs; run `python experiments.py wallclock` first")
+    rows = []
+    for out in outs:
+        losses = extend(out, args.eval_tokens)
+        rows.append({"run": out.name, "train_s": 0, "wall_s": None, "tokens": 0, "val": losses})
+        print(out.name, losses, flush=True)
+    lengths = sorted({k for r in rows for k in r["val"]}, key=int)
+    lines = ["| run | " + " | ".join(lengths) + " |", "|---|" + "---|" * len(lengths)]
+    lines += [f"| {r['run']} | " + " | ".join(f"{r['val'].get(k, float('nan')):.4f}" for k in lengths) + " |"
+              for r in rows]
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / "extension.md").write_text("\n".join(lines) + "\n")
+    figures("extension", [o for o in outs if o.name.endswith(f"-s{args.seeds[0]}")])
+
+
+EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes,
+               "ratios": exp_ratios, "extension": exp_extension}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
+    p.add_argument("--budget", default="3m", help="wallclock budget per run (default %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens`")
+    p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` (others use the first)")
+    p.add_argument("--sizes", default="tiny,small", help="presets for `sizes`")
+    p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension`")
+    p.add_argument("--extra", default="", help="more train.py flags for every run, quoted")
+    args = p.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    for name in (EXPERIMENTS if args.experiment == "all" else [args.experiment]):
+        EXPERIMENTS[name](args)
+
+
+if __name__ == "__main__":
+    main()
