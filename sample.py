@@ -2,18 +2,17 @@
 
     python sample.py runs/<timestamp> --prompt "ROMEO:" --max-new-tokens 500
 """
-import argparse
 import sys
 
 import torch
 
 import data as datalib
 from model import GPT, GPTConfig
-from train import USER_ERRORS, UserError, load_checkpoint
+from train import USER_ERRORS, OneLineParser, UserError, load_checkpoint
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Generate text from a growlength checkpoint.")
+    p = OneLineParser(description="Generate text from a growlength checkpoint.")
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=int, default=500)

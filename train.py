@@ -72,10 +72,17 @@ DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 min
 FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (not the usage block) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser(with_defaults=True) -> argparse.ArgumentParser:
     d = TrainConfig() if with_defaults else None
     dflt = (lambda name: getattr(d, name)) if with_defaults else (lambda name: argparse.SUPPRESS)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
                                 argument_default=None if with_defaults else argparse.SUPPRESS)
     a = p.add_argument
     a("--schedule", default=dflt("schedule"), help="stage lengths, strictly increasing (default %(default)s)")
