@@ -178,6 +178,12 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def grow_rope(self, T: int):
+        """Build the RoPE tables for T up front. train.py calls it with the longest training or
+        eval length, so the tables never change during a run: torch.compile guards on them."""
+        for block in self.layers:
+            block.attention.rotary.tables(T, self.embed_in.weight.device)
+
     def set_attention(self, backend: str):
         if backend not in ATTN_BACKENDS:
             raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTN_BACKENDS}")

@@ -325,6 +325,7 @@ def run(argv=None) -> int:
         else:
             gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)
         torch.set_rng_state(ckpt["rng"]["torch"])
+    model.grow_rope(max(lengths + eval_lengths))
     train_model = torch.compile(model, dynamic=False) if cfg.compile else model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
