@@ -110,3 +110,21 @@ def test_generate_extends_past_its_prompt():
     assert out.shape == (1, 23) and int(out.max()) < 256
     greedy = m.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=5, temperature=0)
     assert torch.equal(greedy, m.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=5, temperature=0))
+
+
+@pytest.mark.parametrize("T", [17, 100])
+def test_triton_backend_matches_sdpa_in_the_model(T):
+    """--attn triton (here under the Triton interpreter) gives the loss and gradients of --attn sdpa."""
+    pytest.importorskip("triton")
+    m = tiny()                                             # head dim 16
+    idx = torch.randint(0, 256, (2, T))
+    results = []
+    for backend in ("sdpa", "triton"):
+        m.zero_grad()
+        m.set_attention(backend)
+        _, loss = m(idx, idx)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
+    (la, ga), (lb, gb) = results
+    assert la == pytest.approx(lb, abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(ga, gb))
