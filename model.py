@@ -121,7 +121,7 @@ class CausalSelfAttention(nn.Module):
         qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim)
         q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)   # each (B, nh, T, hs)
         q, k = self.rotary(q), self.rotary(k)
-        y = attention(q.contiguous(), k.contiguous(), v.contiguous(), self.cfg.attn)
+        y = attention(q, k, v, self.cfg.attn)
         y = y.transpose(1, 2).contiguous().view(B, T, C)              # (B, T, C)
         return self.dense(y)
 
