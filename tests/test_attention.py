@@ -1,0 +1,261 @@
+"""kernels/attention.py against its plain-torch reference.
+
+By default the kernels run on CPU under the Triton interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1), with one config: BLOCK_M=64, BLOCK_N=32 (forward, dQ) and
+BLOCK_M=32, BLOCK_N=64 (dK/dV). The lengths below are chosen around those blocks:
+T=1 and 17 (one partial block), 100 and 200 (ragged tails), 128 (whole blocks only),
+257 (a one-row tail).
+
+On a machine with a GPU, run the same tests on the compiled, autotuned kernels, plus
+the longer CUDA-only ones at the bottom:
+    TRITON_INTERPRET=0 python -m pytest tests/test_attention.py
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import triton
+
+from kernels import attention
+from kernels.attention import attention_ref, flash_attention
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+# Interpreted kernels run on CPU tensors; compiled ones need CUDA tensors.
+DEVICE = "cpu" if attention._INTERPRET else "cuda"
+
+if not attention._INTERPRET and not torch.cuda.is_available():
+    pytest.skip("TRITON_INTERPRET=0 but no CUDA GPU: nothing can run the kernels",
+                allow_module_level=True)
+if (attention._INTERPRET and np.lib.NumpyVersion(np.__version__) >= "2.4.0"
+        and tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 7)):
+    # Triton 3.6's interpreter turns loop bounds into ints with int(array), which
+    # numpy >= 2.4 refuses (triton-lang/triton#9171, fixed in Triton 3.7).
+    pytest.skip(f"Triton {triton.__version__}'s interpreter does not work with numpy "
+                f"{np.__version__}: use numpy<2.4 or Triton>=3.7, or TRITON_INTERPRET=0 "
+                f"on a GPU", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every buffer the kernels write (o, lse, delta, dq, dk, dv) starts as NaN instead
+    of whatever torch.empty happens to hold (often zeros, which can look right). A row
+    or element a kernel fails to write then stays NaN and fails the finiteness and
+    accuracy checks. Returns the list of shapes allocated, so tests can check that
+    the kernels really allocate through the patched helper."""
+    allocated = []
+
+    def nan_empty(shape, dtype, device):
+        allocated.append(tuple(shape))
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(attention, "_empty", nan_empty)
+    return allocated
+
+
+def make_inputs(B, H, T, D, dtype, seed, device=DEVICE):
+    """q, k, v and the upstream gradient dO: fresh N(0, 1) draws, so scores are O(1)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, H, T, D, generator=g).to(device=device, dtype=dtype) for _ in range(4)]
+
+
+def fwd_bwd(fn, q, k, v, do, **kwargs):
+    """(o, dq, dk, dv) of fn on fresh leaf copies of q, k, v."""
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    o = fn(q, k, v, **kwargs)
+    o.backward(do)
+    return o.detach(), q.grad, k.grad, v.grad
+
+
+def max_err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+NAMES = ("o", "dq", "dk", "dv")
+
+
+def check_case(B, H, T, D, dtype, causal, seed, device=DEVICE, sm_scale=None):
+    q, k, v, do = make_inputs(B, H, T, D, dtype, seed, device)
+    kw = dict(causal=causal, sm_scale=sm_scale)
+    ours = fwd_bwd(flash_attention, q, k, v, do, **kw)
+    # The exact answer for these (already rounded) inputs: the reference in float64.
+    exact = fwd_bwd(attention_ref, *(t.double() for t in (q, k, v, do)), **kw)
+    for name, x in zip(NAMES, ours):
+        assert x.dtype == dtype and x.shape == (B, H, T, D)
+        assert torch.isfinite(x).all(), f"{name}: NaN/inf, e.g. a row the kernel never wrote"
+
+    if dtype == F32:
+        # fp32 accumulates everywhere and rounds only to fp32, so errors are ~1e-6 here
+        # (measured). Inputs are N(0, 1) and outputs are O(1), so 1e-4 times the output
+        # scale (at least 1) leaves 10-100x headroom yet catches any masking or
+        # rescaling bug, which shows up at 1e-2 or more.
+        for name, x, ref in zip(NAMES, ours, exact):
+            tol = 1e-4 * max(1.0, ref.abs().max().item())
+            assert max_err(x, ref) <= tol, f"{name}: error {max_err(x, ref):.2e} > {tol:.2e}"
+    else:
+        # Low precision: the bar is what rounding alone costs. The same reference math,
+        # run entirely in the low dtype (scores, softmax, matmuls, autograd), is the
+        # naive implementation a user would otherwise have; ours must be within 3x of
+        # its error against float64 (the flash-attn repo's test convention, there 2-3x),
+        # plus one unit in the last place at the output's scale (at least 1) so that
+        # cases where the naive version is exact by luck, e.g. T=1 where softmax is
+        # exactly 1 and its gradient exactly 0, do not demand bit-exactness.
+        # Under the interpreter fp32 -> bf16 casts truncate rather than round to nearest
+        # (GPUs round), so bf16 errors here run up to ~3x the naive one; the ulp term
+        # still leaves about 2x headroom. A masking or rescaling bug costs 1e-1 or more.
+        lowp = fwd_bwd(attention_ref, q, k, v, do, compute_dtype=dtype, **kw)
+        ulp = torch.finfo(dtype).eps
+        for name, x, naive, ref in zip(NAMES, ours, lowp, exact):
+            tol = 3 * max_err(naive, ref) + ulp * max(1.0, ref.abs().max().item())
+            assert max_err(x, ref) <= tol, (
+                f"{name}: error {max_err(x, ref):.2e} > {tol:.2e} "
+                f"(naive {dtype} reference error {max_err(naive, ref):.2e})")
+
+
+# (B, H, T, D, dtype, causal): every T with every dtype (causal), D cycling through
+# 16/32/64 and B*H > 1 throughout; non-causal at every T; D=128 twice (the slowest
+# under the interpreter).
+CASES = [
+    (2, 3, 1, 16, F32, True),
+    (1, 2, 1, 32, F16, True),
+    (2, 1, 1, 64, BF16, True),
+    (1, 2, 17, 16, F32, True),
+    (2, 2, 17, 32, F16, True),
+    (3, 1, 17, 64, BF16, True),
+    (2, 1, 100, 16, F32, True),
+    (1, 2, 100, 32, F16, True),
+    (2, 2, 100, 64, BF16, True),
+    (1, 3, 128, 32, F32, True),
+    (1, 2, 128, 64, F16, True),
+    (2, 2, 128, 16, BF16, True),
+    (2, 1, 200, 64, F32, True),
+    (1, 2, 200, 16, F16, True),
+    (2, 2, 200, 32, BF16, True),
+    (2, 1, 257, 32, F32, True),
+    (1, 2, 257, 64, F16, True),
+    (1, 2, 257, 16, BF16, True),
+    (1, 2, 1, 32, BF16, False),
+    (2, 1, 17, 16, F32, False),
+    (2, 2, 100, 16, F32, False),
+    (2, 1, 128, 64, F16, False),
+    (1, 2, 200, 64, BF16, False),
+    (1, 2, 257, 16, BF16, False),
+    (1, 2, 65, 128, F16, True),
+    (2, 1, 130, 128, BF16, False),
+]
+
+
+@pytest.mark.parametrize("B,H,T,D,dtype,causal", CASES)
+def test_matches_reference(B, H, T, D, dtype, causal):
+    check_case(B, H, T, D, dtype, causal, seed=1000 + T + D)
+
+
+def test_custom_sm_scale():
+    check_case(2, 2, 100, 32, F32, True, seed=7, sm_scale=0.3)
+
+
+def test_every_output_comes_from_the_poisoned_allocator(poisoned_outputs):
+    # Guards the poisoning itself: if a buffer were allocated with torch.empty directly,
+    # an unwritten tail in it could go unnoticed. Forward: o, lse. Backward: delta, dq,
+    # dk, dv. T=100 leaves ragged tails in every kernel's last block.
+    assert torch.isnan(attention._empty((3,), F32, "cpu")).all()
+    poisoned_outputs.clear()
+    q, k, v, do = make_inputs(1, 2, 100, 16, F32, seed=3)
+    o, dq, dk, dv = fwd_bwd(flash_attention, q, k, v, do)
+    assert sorted(poisoned_outputs) == sorted([(1, 2, 100, 16)] * 4 + [(1, 2, 100)] * 2)
+    for x in (o, dq, dk, dv):
+        assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_lse_matches_logsumexp(causal):
+    # The backward rebuilds P from this one number per row, so check it directly.
+    T, D = 100, 32
+    q, k, v, _ = make_inputs(2, 2, T, D, F32, seed=5)
+    scale = 1 / math.sqrt(D)
+    _, lse = attention._flash_fwd(q, k, v, causal, scale)
+    s = (q.double() @ k.double().transpose(-2, -1)) * scale
+    if causal:
+        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=DEVICE).triu(1),
+                          float("-inf"))
+    assert lse.dtype == F32 and lse.shape == (2, 2, T)
+    assert max_err(lse, torch.logsumexp(s, dim=-1)) <= 1e-5
+
+
+def test_non_contiguous_inputs():
+    # q, k, v as a model produces them: (B, T, H, D) transposed to (B, H, T, D).
+    B, T, H, D = 2, 100, 2, 16
+    q, k, v, do = (t.transpose(1, 2) for t in make_inputs(B, T, H, D, F32, seed=11))
+    assert not q.is_contiguous()
+    ours = fwd_bwd(flash_attention, q, k, v, do)
+    exact = fwd_bwd(attention_ref, *(t.double() for t in (q, k, v, do)))
+    for name, x, ref in zip(NAMES, ours, exact):
+        assert max_err(x, ref) <= 1e-4, name
+
+
+def test_backward_is_deterministic():
+    # No atomics: each gradient element has one writer, so reruns are bit-identical.
+    q, k, v, do = make_inputs(2, 2, 200, 32, BF16, seed=13)
+    first = fwd_bwd(flash_attention, q, k, v, do)
+    second = fwd_bwd(flash_attention, q, k, v, do)
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+def _t(*shape, dtype=F32):
+    return torch.randn(*shape).to(device=DEVICE, dtype=dtype)
+
+
+@pytest.mark.parametrize("q,k,v,kwargs,match", [
+    (_t(2, 16, 16), _t(2, 16, 16), _t(2, 16, 16), {}, "4-D"),
+    (_t(1, 2, 16, 16), _t(1, 2, 32, 16), _t(1, 2, 16, 16), {}, "same shape"),
+    (_t(1, 4, 16, 16), _t(1, 2, 16, 16), _t(1, 2, 16, 16), {}, "same shape"),
+    (_t(1, 2, 16, 48), _t(1, 2, 16, 48), _t(1, 2, 16, 48), {}, "head dim D=48"),
+    (_t(1, 2, 16, 16).long(), _t(1, 2, 16, 16).long(), _t(1, 2, 16, 16).long(), {}, "int64"),
+    (_t(1, 2, 16, 16, dtype=torch.float64),) * 3 + ({}, "float64"),
+    (_t(1, 2, 16, 16), _t(1, 2, 16, 16, dtype=F16), _t(1, 2, 16, 16), {}, "share a dtype"),
+    (_t(1, 2, 0, 16), _t(1, 2, 0, 16), _t(1, 2, 0, 16), {}, "empty"),
+    (_t(1, 2, 16, 16), _t(1, 2, 16, 16), _t(1, 2, 16, 16), {"sm_scale": 0.0}, "sm_scale"),
+])
+def test_bad_inputs_raise(q, k, v, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        flash_attention(q, k, v, **kwargs)
+
+
+def test_cpu_tensors_refused_without_interpreter(monkeypatch):
+    monkeypatch.setattr(attention, "_INTERPRET", False)
+    q = torch.randn(1, 2, 16, 16)
+    with pytest.raises(ValueError, match="CUDA"):
+        flash_attention(q, q, q)
+
+
+# ----------------------------------------------------------------------------------------
+# GPU: the compiled kernels at training-like lengths. Run with TRITON_INTERPRET=0.
+
+needs_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available() or attention._INTERPRET,
+    reason="needs a CUDA GPU and TRITON_INTERPRET=0 (the compiled kernels)")
+
+
+@needs_gpu
+@pytest.mark.parametrize("T", [1000, 2048])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("causal", [True, False])
+def test_cuda_bf16_matches_reference(T, D, causal):
+    check_case(2, 4, T, D, BF16, causal, seed=T + D, device="cuda")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [F32, F16])
+def test_cuda_other_dtypes(dtype):
+    check_case(2, 4, 1000, 64, dtype, True, seed=17, device="cuda")
+
+
+@needs_gpu
+def test_cuda_backward_is_deterministic():
+    q, k, v, do = make_inputs(4, 8, 2048, 64, BF16, seed=19, device="cuda")
+    first = fwd_bwd(flash_attention, q, k, v, do)
+    second = fwd_bwd(flash_attention, q, k, v, do)
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
