@@ -1,6 +1,7 @@
 """Microbenchmarks, one subcommand each.
 
     python bench.py attention [--out FILE]
+    python bench.py lengths [--preset tiny] [--tokens 16384] [--max-batch] [--out FILE]
 
 `attention`: the Triton kernel in kernels/attention.py against PyTorch SDPA (flash
 backend, else cuDNN, else whatever SDPA picks), bf16, causal, forward and
@@ -11,6 +12,12 @@ not post a fast number), then times with triton.testing.do_bench; autotuning hap
 during that check, outside the timings, and is most of the run time (the config
 lists in kernels/attention.py are kept short so the whole run fits in a few minutes).
 Needs a CUDA GPU.
+
+`lengths`: the paper's Tables 1-3 for this repo's model. At a constant number of tokens
+per training step (the paper's 16384), the median time of a full training step
+(forward, backward, AdamW) and its peak memory at each T; on CUDA with --max-batch, the
+largest batch (in tokens) whose step still fits, found by doubling then bisecting on
+out-of-memory. On CPU each T runs in its own process, because peak RSS only ever grows.
 
 FLOPs counted (causal halves the forward): forward 4*B*H*T^2*D * 0.5, backward 2.5x
 the forward, so forward+backward 3.5x. speedup = SDPA time / our time (> 1: ours faster).
@@ -162,6 +169,132 @@ def bench_attention(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- lengths (paper Tables 1-3)
+
+def _train_step_fn(preset, attn, device, dtype):
+    """A model + optimizer and a function running one full training step on a (B, T) batch."""
+    import torch
+    from model import GPT, make_config
+    torch.manual_seed(0)
+    model = GPT(make_config(preset, attn=attn)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    vocab = model.cfg.vocab_size
+    autocast = torch.autocast(device, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+
+    def step(B, T):
+        x = torch.randint(vocab, (B, T + 1), device=device)
+        with autocast:
+            _, loss = model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return step
+
+
+def _time_steps(step, B, T, iters):
+    import statistics
+    import time
+    step(B, T)                                   # warm-up: allocations, autotune, lazy init
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step(B, T)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _one_length(args):
+    """Child process for CPU: peak RSS is per process and never goes down, so one T per process."""
+    import json
+    import resource
+    import torch
+    step = _train_step_fn(args.preset, args.attn, "cpu", torch.float32)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    B = args.tokens // args.one
+    sec = _time_steps(step, B, args.one, args.iters)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss        # KiB on Linux
+    print(json.dumps({"T": args.one, "B": B, "step_s": sec, "peak_gib": peak / 2**20,
+                      "step_gib": (peak - base) / 2**20}))
+
+
+def _fits(step, B, T):
+    import torch
+    try:
+        step(B, T)
+        return True
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return False
+
+
+def _max_tokens_cuda(step, T, start_tokens):
+    """Largest batch (in tokens, whole sequences) whose training step fits: double, then bisect."""
+    lo, hi = 0, max(1, start_tokens // T)
+    while _fits(step, hi, T):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _fits(step, mid, T) else (lo, mid)
+    return lo * T
+
+
+def bench_lengths(args):
+    import json
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import torch
+    if args.one:
+        return _one_length(args)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    bad = [T for T in lengths if args.tokens % T]
+    if bad:
+        print(f"error: --tokens {args.tokens} is not a multiple of length(s) {bad}", file=sys.stderr)
+        return 2
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    attn = args.attn or ("triton" if cuda else "sdpa")
+    print(f"# bench.py lengths: {args.preset}, attn {attn}, {args.tokens} tokens per step, "
+          f"{'cuda ' + torch.cuda.get_device_name() if cuda else 'cpu'}, {time.strftime('%Y-%m-%d')}\n")
+    rows = []
+    if cuda:
+        step = _train_step_fn(args.preset, attn, "cuda", torch.bfloat16)
+        for T in lengths:
+            torch.cuda.reset_peak_memory_stats()
+            sec = _time_steps(step, args.tokens // T, T, args.iters)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            most = _max_tokens_cuda(step, T, args.tokens) if args.max_batch else None
+            rows.append({"T": T, "step_s": sec, "peak_gib": peak, "max_tokens": most})
+    else:
+        for T in lengths:
+            cmd = [sys.executable, __file__, "lengths", "--one", str(T), "--tokens", str(args.tokens),
+                   "--preset", args.preset, "--attn", attn, "--iters", str(args.iters)]
+            r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    longest = rows[-1]
+    lines = ["| T | batch | step time (s) | time ratio | peak memory (GiB) | memory ratio | "
+             + ("max tokens/batch | tokens ratio |" if cuda and args.max_batch else "tokens/s |"),
+             "|---|---|---|---|---|---|---|" + ("---|" if cuda and args.max_batch else "")]
+    for r in rows:
+        cells = [str(r["T"]), str(args.tokens // r["T"]), f"{r['step_s']:.4f}", f"{r['step_s'] / longest['step_s']:.0%}",
+                 f"{r['peak_gib']:.3f}", f"{r['peak_gib'] / longest['peak_gib']:.0%}"]
+        if cuda and args.max_batch:
+            cells += [f"{r['max_tokens']:,}", f"{r['max_tokens'] / longest['max_tokens']:.0%}"]
+        else:
+            cells.append(f"{args.tokens / r['step_s']:,.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if not cuda:
+        print("\nCPU: peak memory is the process's peak RSS (model, optimizer and the step together); "
+              "the largest batch that fits is not searched on CPU (no out-of-memory signal short of the OS killer).")
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
 def _int_list(text):
     return [int(x) for x in text.split(",") if x]
 
@@ -185,6 +318,20 @@ def main(argv=None):
                    help="milliseconds of repetitions per do_bench measurement (default: 50)")
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
     p.set_defaults(func=bench_attention)
+
+    p = sub.add_parser("lengths", help="step time, peak memory and max batch per sequence length (paper Tables 1-3)")
+    p.add_argument("--lengths", default="128,256,512,1024,2048,4096",
+                   help="comma-separated T (default: 128..4096; the paper goes to 16384 on a GPU)")
+    p.add_argument("--tokens", type=int, default=16384,
+                   help="tokens per training step, the same at every T (the paper's 16384)")
+    p.add_argument("--preset", default="tiny", help="model preset (default tiny; pythia-160m is the paper's)")
+    p.add_argument("--attn", default=None, help="attention backend (default: triton on CUDA, sdpa on CPU)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu"])
+    p.add_argument("--iters", type=int, default=5, help="timed steps per length; the median is reported")
+    p.add_argument("--max-batch", action="store_true", help="CUDA: also search the largest batch that fits")
+    p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
+    p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one T
+    p.set_defaults(func=bench_lengths)
 
     args = parser.parse_args(argv)
     return args.func(args)
