@@ -274,12 +274,13 @@ def bench_lengths(args):
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     longest = rows[-1]
-    lines = ["| T | batch | step time (s) | time ratio | peak memory (GiB) | memory ratio | "
+    mem = "peak_gib" if cuda else "step_gib"   # CPU: RSS above the process's size before the first step
+    lines = [f"| T | batch | step time (s) | time ratio | {'peak' if cuda else 'step'} memory (GiB) | memory ratio | "
              + ("max tokens/batch | tokens ratio |" if cuda and args.max_batch else "tokens/s |"),
              "|---|---|---|---|---|---|---|" + ("---|" if cuda and args.max_batch else "")]
     for r in rows:
         cells = [str(r["T"]), str(args.tokens // r["T"]), f"{r['step_s']:.4f}", f"{r['step_s'] / longest['step_s']:.0%}",
-                 f"{r['peak_gib']:.3f}", f"{r['peak_gib'] / longest['peak_gib']:.0%}"]
+                 f"{r[mem]:.3f}", f"{r[mem] / longest[mem]:.0%}"]
         if cuda and args.max_batch:
             cells += [f"{r['max_tokens']:,}", f"{r['max_tokens'] / longest['max_tokens']:.0%}"]
         else:
@@ -288,7 +289,8 @@ def bench_lengths(args):
     text = "\n".join(lines)
     print(text)
     if not cuda:
-        print("\nCPU: peak memory is the process's peak RSS (model, optimizer and the step together); "
+        print("\nCPU: step memory is the growth of the process's peak RSS over its size once the model "
+              "and optimizer exist (torch's own libraries excluded); "
               "the largest batch that fits is not searched on CPU (no out-of-memory signal short of the OS killer).")
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -327,7 +329,7 @@ def main(argv=None):
     p.add_argument("--preset", default="tiny", help="model preset (default tiny; pythia-160m is the paper's)")
     p.add_argument("--attn", default=None, help="attention backend (default: triton on CUDA, sdpa on CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
-    p.add_argument("--iters", type=int, default=5, help="timed steps per length; the median is reported")
+    p.add_argument("--iters", type=int, default=9, help="timed steps per length; the median is reported")
     p.add_argument("--max-batch", action="store_true", help="CUDA: also search the largest batch that fits")
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one T

@@ -4,7 +4,7 @@
     python experiments.py tokens        # Fig. 2: the same three at the same token budget
     python experiments.py sizes         # Fig. 3: a second model size, with and without GrowLength
     python experiments.py ratios        # Fig. 5: {128,256,512,1024} vs {128,512,1024} vs {128,1024}, ratios
-    python experiments.py extension     # Fig. 4: val loss from 64 to 4x the final length, per run
+    python experiments.py extension     # Fig. 4: val loss at 64 .. 4096 (4x the longest stage), per run
     python experiments.py all
 
 Runs go to runs/exp/<experiment>/<name>-s<seed>/ (a finished run is not run again), tables
@@ -34,8 +34,7 @@ ARMS = {
     "fixed1024": ["--schedule", "1024"],
     "grow": ["--schedule", GROW],
 }
-RATIO_ARMS = {
-    "grow-4stage": ["--schedule", GROW],
+RATIO_ARMS = {   # the 4-stage equal-ratio arm is the wallclock experiment's "grow" run, reused
     "grow-3stage": ["--schedule", "128,512,1024"],
     "grow-2stage": ["--schedule", "128,1024"],
     "grow-ratios-1124": ["--schedule", GROW, "--ratios", "1,1,2,4"],
@@ -130,31 +129,36 @@ def exp_tokens(args):
 
 
 def exp_sizes(args):
-    outs = [run_arm("sizes", f"{preset}-{name}", args.seeds[0], ARMS[name] + ["--budget", args.budget, "--preset", preset], args)
-            for preset in args.sizes.split(",") for name in ("fixed1024", "grow")]
+    outs = []
+    for preset in args.sizes.split(","):
+        for name in ("fixed1024", "grow"):
+            flags = ARMS[name] + ["--budget", args.budget]
+            # the default preset's runs are the wallclock experiment's: reuse, do not rerun
+            outs.append(run_arm("wallclock", name, args.seeds[0], flags, args) if preset == "tiny" else
+                        run_arm("sizes", f"{preset}-{name}", args.seeds[0], flags + ["--preset", preset], args))
     write_table("sizes", [summary(o) for o in outs])
     figures("sizes", outs)
     return outs
 
 
 def exp_ratios(args):
-    outs = [run_arm("ratios", name, args.seeds[0], flags + ["--budget", args.budget], args)
-            for name, flags in RATIO_ARMS.items()]
+    outs = [run_arm("wallclock", "grow", args.seeds[0], ARMS["grow"] + ["--budget", args.budget], args)]
+    outs += [run_arm("ratios", name, args.seeds[0], flags + ["--budget", args.budget], args)
+             for name, flags in RATIO_ARMS.items()]
     write_table("ratios", [summary(o) for o in outs])
     figures("ratios", outs)
     return outs
 
 
 @torch.no_grad()
-def extend(out: Path, eval_tokens: int) -> dict:
-    """Val loss of a finished run at 64 .. 4x its final training length (direct extrapolation)."""
+def extend(out: Path, eval_tokens: int, max_context: int) -> dict:
+    """Val loss of a finished run at 64 .. max_context (direct extrapolation past training lengths)."""
     ckpt = train.load_checkpoint(str(out))
     cfg = ckpt["config"]
     model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
     model.load_state_dict(ckpt["model"])
     data = TokenData(resolve(cfg["data"], cfg["tokenizer"]))
-    final_T = int(cfg["schedule"].split(",")[-1])
-    lengths = [2 ** i for i in range(6, 20) if 2 ** i <= 4 * final_T]
+    lengths = [2 ** i for i in range(6, 20) if 2 ** i <= max_context]
     losses = train.evaluate(model, data, lengths, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
     (out / "extension.json").write_text(json.dumps(losses))
     return losses
@@ -166,7 +170,7 @@ def exp_extension(args):
         sys.exit("error: no finished wallclock runs; run `python experiments.py wallclock` first")
     rows = []
     for out in outs:
-        losses = extend(out, args.eval_tokens)
+        losses = extend(out, args.eval_tokens, args.max_context)
         rows.append({"run": out.name, "train_s": 0, "wall_s": None, "tokens": 0, "val": losses})
         print(out.name, losses, flush=True)
     lengths = sorted({k for r in rows for k in r["val"]}, key=int)
@@ -190,6 +194,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` (others use the first)")
     p.add_argument("--sizes", default="tiny,small", help="presets for `sizes`")
     p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension`")
+    p.add_argument("--max-context", type=int, default=4096,
+                   help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
     p.add_argument("--extra", default="", help="more train.py flags for every run, quoted")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
