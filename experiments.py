@@ -56,7 +56,9 @@ def run_arm(exp, name, seed, flags, args):
         cmd = [sys.executable, "train.py", "--resume", str(out)]
     print(f"[{exp}] {out.name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    code = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL).returncode
+    if code:   # train.py has printed its own one-line reason on stderr
+        sys.exit(f"error: [{exp}] {out.name} failed with exit code {code}")
     (out / "wall.json").write_text(json.dumps({"wall_s": round(time.time() - t0, 1)}))
     return out
 
