@@ -387,12 +387,14 @@ def run(argv=None) -> int:
 
     def do_eval(reason):
         if master:
-            if step not in evals_at:
+            fresh = step not in evals_at
+            if fresh:
                 evals_at[step] = evaluate(model, data, eval_lengths, cfg.eval_tokens, device, autocast)
             losses = evals_at[step]
             metrics.write("eval", step=step, elapsed_s=round(clock.elapsed(), 3), tokens=tokens, reason=reason, loss=losses)
-            print(f"eval @ {clock.elapsed():7.1f}s step {step:5d} ({reason}): " +
-                  "  ".join(f"T={k} {v:.4f}" for k, v in losses.items()))
+            if fresh:   # a second reason at the same step gets its record, not a second line
+                print(f"eval @ {clock.elapsed():7.1f}s step {step:5d} ({reason}): " +
+                      "  ".join(f"T={k} {v:.4f}" for k, v in losses.items()))
             return losses
 
     def rank0(value: float) -> float:
