@@ -66,10 +66,9 @@ def run_arm(exp, name, seed, flags, args):
 def summary(out: Path) -> dict:
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in recs if r["kind"] == "eval"]
-    trains = [r for r in recs if r["kind"] == "train"]
     wall = json.loads((out / "wall.json").read_text())["wall_s"] if (out / "wall.json").exists() else None
     return {"run": out.name, "train_s": evals[-1]["elapsed_s"], "tokens": evals[-1]["tokens"],
-            "val": evals[-1]["loss"], "evals": evals, "wall_s": wall, "last_train_loss": trains[-1]["loss"]}
+            "val": evals[-1]["loss"], "evals": evals, "wall_s": wall}
 
 
 def time_to_reach(evals, target, length="1024"):
@@ -170,15 +169,14 @@ def exp_extension(args):
     outs = sorted(p.parent for p in (ROOT / "runs" / "exp" / "wallclock").glob("*/ckpt.pt"))
     if not outs:
         sys.exit("error: no finished wallclock runs; run `python experiments.py wallclock` first")
-    rows = []
+    results = {}
     for out in outs:
-        losses = extend(out, args.eval_tokens, args.max_context)
-        rows.append({"run": out.name, "train_s": 0, "wall_s": None, "tokens": 0, "val": losses})
-        print(out.name, losses, flush=True)
-    lengths = sorted({k for r in rows for k in r["val"]}, key=int)
+        results[out.name] = extend(out, args.eval_tokens, args.max_context)
+        print(out.name, results[out.name], flush=True)
+    lengths = sorted({k for losses in results.values() for k in losses}, key=int)
     lines = ["| run | " + " | ".join(lengths) + " |", "|---|" + "---|" * len(lengths)]
-    lines += [f"| {r['run']} | " + " | ".join(f"{r['val'].get(k, float('nan')):.4f}" for k in lengths) + " |"
-              for r in rows]
+    lines += [f"| {name} | " + " | ".join(f"{losses.get(k, float('nan')):.4f}" for k in lengths) + " |"
+              for name, losses in results.items()]
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "extension.md").write_text("\n".join(lines) + "\n")
     figures("extension", [o for o in outs if o.name.endswith(f"-s{args.seeds[0]}")])

@@ -156,10 +156,6 @@ class Clock:
         self._banked = offset_s        # training seconds accumulated while running before
         self._since: Optional[float] = None
 
-    @property
-    def running(self) -> bool:
-        return self._since is not None
-
     def start(self) -> None:
         if self._since is None:
             self._since = self._time()

@@ -284,12 +284,12 @@ def run(argv=None) -> int:
     if not cfg.resume and (out / "ckpt.pt").exists():
         raise UserError(f"--out {out} already holds a run; use --resume {out} or another --out")
 
-    # --- data (rank 0 prepares the corpus once; the others wait for it)
+    # --- data (rank 0 prepares the corpus on first use; the others wait, then find it prepared)
     if master:
-        folder = datalib.resolve(cfg.data, cfg.tokenizer)
+        datalib.resolve(cfg.data, cfg.tokenizer)
     if world > 1:
         dist.barrier()
-        folder = datalib.resolve(cfg.data, cfg.tokenizer) if not master else folder
+    folder = datalib.resolve(cfg.data, cfg.tokenizer)
     data = datalib.TokenData(folder)
     if data.tokenizer != cfg.tokenizer:
         raise UserError(f"{folder} was prepared with the {data.tokenizer} tokenizer, not {cfg.tokenizer}")
