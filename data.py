@@ -129,13 +129,16 @@ def prepare(src, out_dir, tokenizer: str = "byte", val_fraction: float = 0.1) ->
     for split, ids in splits.items():
         if len(ids) < 2:
             raise DataError(f"{src}: too little text for a {split} split")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for split, ids in splits.items():
-        _write_atomic(out_dir / f"{split}.bin", ids.tobytes())
     meta = {"tokenizer": tokenizer, "vocab_size": tok.vocab_size, "source": str(src),
             "train_tokens": int(len(splits["train"])), "val_tokens": int(len(splits["val"]))}
-    # meta.json last: its presence marks a complete preparation.
-    _write_atomic(out_dir / "meta.json", json.dumps(meta, indent=1).encode())
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for split, ids in splits.items():
+            _write_atomic(out_dir / f"{split}.bin", ids.tobytes())
+        # meta.json last: its presence marks a complete preparation.
+        _write_atomic(out_dir / "meta.json", json.dumps(meta, indent=1).encode())
+    except OSError as e:
+        raise DataError(f"{out_dir}: cannot write the prepared data ({e.strerror or e})") from None
     return out_dir
 
 

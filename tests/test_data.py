@@ -143,3 +143,11 @@ def test_bad_sources(tmp_path):
     (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
     with pytest.raises(D.DataError, match="gzip"):
         D.prepare(tmp_path / "bad.txt.gz", tmp_path / "out", "byte")
+
+
+def test_unwritable_output_is_one_error(tmp_path):
+    src = tmp_path / "c.txt"
+    src.write_text(TEXT)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(D.DataError, match="cannot write the prepared data"):
+        D.prepare(src, tmp_path / "blocker" / "out", "byte")
