@@ -7,11 +7,14 @@ batch at stage length T is just B random windows of T+1 tokens (inputs and shift
 Changing T changes only the slice width, so every stage reads the same data.
 """
 import argparse
+import errno
 import gzip
 import json
 import os
 import re
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +109,47 @@ def read_text(src: Path) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _write_atomic(path: Path, data: bytes):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class WriteError(DataError):
+    """A write that could not complete (full disk, no permission); the previous file is intact."""
+
+
+@contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Write `path` all or nothing: into a temp file beside it, fsync, then rename over it.
+
+    A crash, Ctrl-C or full disk mid-write leaves the previous file (or none) and no temp
+    file. torch.save reports a full disk as RuntimeError, not OSError; both become one
+    WriteError line naming the path.
+        with atomic_write(out / "ckpt.pt") as f:
+            torch.save(state, f)
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise WriteError(f"could not write {path} ({_why_write_failed(e, path)}); "
+                             f"the previous version, if any, is intact") from None
+        raise
+
+
+def _why_write_failed(e: Exception, path: Path) -> str:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e):
+        return "No space left on device"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    try:   # torch's writer says only "file write failed": look at the disk ourselves
+        if shutil.disk_usage(path.parent).free < 16 * 2 ** 20:
+            return "No space left on device"
+    except OSError:
+        pass
+    return str(e).strip().splitlines()[-1][:200]
 
 
 def prepare(src, out_dir, tokenizer: str = "byte", val_fraction: float = 0.1) -> Path:
@@ -134,9 +171,11 @@ def prepare(src, out_dir, tokenizer: str = "byte", val_fraction: float = 0.1) ->
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for split, ids in splits.items():
-            _write_atomic(out_dir / f"{split}.bin", ids.tobytes())
+            with atomic_write(out_dir / f"{split}.bin") as f:
+                f.write(ids.tobytes())
         # meta.json last: its presence marks a complete preparation.
-        _write_atomic(out_dir / "meta.json", json.dumps(meta, indent=1).encode())
+        with atomic_write(out_dir / "meta.json", "w") as f:
+            f.write(json.dumps(meta, indent=1))
     except OSError as e:
         raise DataError(f"{out_dir}: cannot write the prepared data ({e.strerror or e})") from None
     return out_dir

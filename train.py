@@ -183,17 +183,9 @@ def micro_batch(batch: int, seq_len: int, micro_tokens: Optional[int]) -> int:
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(path: Path, state: dict):
-    """Temp file, fsync, rename: a crash (or a full disk) mid-write leaves the old one intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); the previous one is intact") from None
+    """All or nothing (data.atomic_write): a crash or a full disk mid-write keeps the old one."""
+    with datalib.atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(folder: str) -> dict:
