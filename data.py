@@ -208,7 +208,7 @@ class TokenData:
     """The prepared token files of one corpus, memory-mapped (nothing is read until sliced)."""
 
     def __init__(self, folder):
-        folder = Path(folder)
+        self.folder = folder = Path(folder)
         meta_path = folder / "meta.json"
         if not meta_path.exists():
             raise DataError(f"{folder}: no meta.json (run: python data.py --input TEXT --out {folder})")

@@ -8,11 +8,12 @@ and a token budget (the paper's "same tokens", Fig. 2) alike:
     progress = max(elapsed_s / budget_s, tokens / max_tokens)      # whichever runs out first
     stage    = first stage whose cumulative share of the budget exceeds progress
     batch    = tokens_per_step // seq_len                           # constant tokens per step
+    micro    = largest divisor of batch / ranks that fits            # gradient accumulation
 """
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional, Sequence
 
 
@@ -52,6 +53,28 @@ def parse_ratios(text: Optional[str], n_stages: int) -> List[float]:
     return [r / total for r in ratios]
 
 
+def parse_eval_lengths(text: Optional[str], schedule: Sequence[int]) -> List[int]:
+    """'128,1024' -> [128, 1024] (sorted, unique). None -> every stage length and twice the
+    last, so each eval shows how the model does beyond what it has trained on."""
+    if text is None:
+        return list(schedule) + [2 * schedule[-1]]
+    try:
+        lengths = sorted({int(x) for x in str(text).split(",")})
+    except ValueError:
+        raise ScheduleError(f"--eval-lengths {text!r}: expected comma-separated lengths") from None
+    if not lengths or lengths[0] <= 0:
+        raise ScheduleError(f"--eval-lengths {text!r}: lengths must be positive")
+    return lengths
+
+
+def micro_batch(batch: int, seq_len: int, micro_tokens: Optional[int]) -> int:
+    """Largest divisor of `batch` whose tokens fit in micro_tokens (None: the whole batch).
+    A divisor, so every micro-batch of a stage has one shape (one compile) and every
+    sequence weighs the same in the accumulated gradient."""
+    cap = batch if micro_tokens is None else max(1, micro_tokens // seq_len)
+    return max(m for m in range(1, batch + 1) if batch % m == 0 and m <= cap)
+
+
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 
 
@@ -69,9 +92,10 @@ def parse_duration(text: str) -> float:
 @dataclass(frozen=True)
 class Stage:
     seq_len: int
-    batch_size: int       # sequences per optimizer step (tokens_per_step // seq_len)
+    batch_size: int       # sequences per optimizer step, all ranks (tokens_per_step // seq_len)
     start: float          # progress at which the stage begins
     end: float            # progress at which the next one begins
+    micro_batch: int      # sequences per forward/backward on one rank (divides batch_size / world)
 
 
 @dataclass(frozen=True)
@@ -82,25 +106,42 @@ class Plan:
     budget_s: Optional[float] = None
     max_tokens: Optional[int] = None
 
+    world: int = 1
+
     @staticmethod
     def make(schedule: Sequence[int], ratios: Sequence[float], tokens_per_step: int,
-             budget_s: Optional[float] = None, max_tokens: Optional[int] = None) -> "Plan":
+             budget_s: Optional[float] = None, max_tokens: Optional[int] = None,
+             world: int = 1, micro_batch_tokens: Optional[int] = None) -> "Plan":
         if budget_s is None and max_tokens is None:
             raise ScheduleError("give a budget: --budget (wallclock) or --max-tokens")
         if max_tokens is not None and max_tokens <= 0:
             raise ScheduleError(f"--max-tokens {max_tokens}: must be positive")
         if tokens_per_step <= 0:
             raise ScheduleError(f"--tokens-per-step {tokens_per_step}: must be positive")
+        if micro_batch_tokens is not None and micro_batch_tokens <= 0:
+            raise ScheduleError(f"--micro-batch-tokens {micro_batch_tokens}: must be positive")
         stages, start = [], 0.0
         for i, (seq_len, share) in enumerate(zip(schedule, ratios)):
             if tokens_per_step % seq_len:
                 raise ScheduleError(f"stage length {seq_len} does not divide --tokens-per-step "
                                     f"{tokens_per_step}; pick a multiple of every stage length")
+            batch = tokens_per_step // seq_len
+            if batch % world:   # every rank takes an equal share of every step
+                raise ScheduleError(f"stage length {seq_len}: batch {batch} does not split over {world} ranks")
             # The last stage ends at exactly 1.0 so float rounding never leaves a gap.
             end = 1.0 if i == len(schedule) - 1 else start + share
-            stages.append(Stage(seq_len, tokens_per_step // seq_len, start, end))
+            micro = micro_batch(batch // world, seq_len, micro_batch_tokens)
+            stages.append(Stage(seq_len, batch, start, end, micro))
             start = end
-        return Plan(tuple(stages), tokens_per_step, budget_s, max_tokens)
+        return Plan(tuple(stages), tokens_per_step, budget_s, max_tokens, world)
+
+    def with_micro_batches(self, micro: Sequence[int]) -> "Plan":
+        """The same plan with other micro-batch sizes (e.g. found by trying what fits on a GPU)."""
+        for st, m in zip(self.stages, micro):
+            if m < 1 or (st.batch_size // self.world) % m:
+                raise ScheduleError(f"micro-batch {m} does not divide stage {st.seq_len}'s "
+                                    f"per-rank batch {st.batch_size // self.world}")
+        return replace(self, stages=tuple(replace(st, micro_batch=m) for st, m in zip(self.stages, micro)))
 
     def progress(self, elapsed_s: float, tokens: int) -> float:
         """Fraction of the budget used, in [0, 1]. With both budgets, whichever runs out first."""
@@ -127,10 +168,11 @@ class Plan:
         """The stage table printed before training starts."""
         unit = (lambda p: f"{p * self.budget_s:8.1f}s") if self.budget_s else \
                (lambda p: f"{p * self.max_tokens / 1e6:7.2f}M tok")
-        rows = ["stage  seq_len  batch  tokens/step        from          to"]
+        # micro: sequences per forward/backward on each rank; accumulation makes up the rest.
+        rows = ["stage  seq_len  batch  micro  tokens/step        from          to"]
         for i, s in enumerate(self.stages):
-            rows.append(f"{i + 1:5d}  {s.seq_len:7d}  {s.batch_size:5d}  {self.tokens_per_step:11d}  "
-                        f"{unit(s.start):>10}  {unit(s.end):>10}")
+            rows.append(f"{i + 1:5d}  {s.seq_len:7d}  {s.batch_size:5d}  {s.micro_batch:5d}  "
+                        f"{self.tokens_per_step:11d}  {unit(s.start):>10}  {unit(s.end):>10}")
         return "\n".join(rows)
 
 

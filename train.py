@@ -7,6 +7,10 @@
 Every step, in order: schedule (stage, batch, LR from progress) -> train -> log -> eval ->
 checkpoint. Progress is the share of the budget used (wallclock or tokens, schedule.py); the
 clock counts training only: eval, checkpoints and compile warm-up are outside it.
+
+The file reads top to bottom: configuration (flags -> TrainConfig), the run's changing state
+(TrainState, which is what a checkpoint holds), distributed helpers, building a run,
+evaluation and logging, then `train()` and `train_loop()`, the loop itself.
 """
 import argparse
 import json
@@ -16,7 +20,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -35,8 +39,11 @@ class UserError(Exception):
 USER_ERRORS = (UserError, sched.ScheduleError, datalib.DataError)
 
 
+# ----------------------------------------------------------------------------- configuration
+
 @dataclass
 class TrainConfig:
+    """Every flag of train.py; the defaults here are the only ones (the parser has none)."""
     schedule: str = "128,256,512,1024"
     ratios: Optional[str] = None
     budget: Optional[str] = None
@@ -70,6 +77,7 @@ class TrainConfig:
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
 # Changing these on --resume would make a different run, not a continuation of this one.
 FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer")
+CKPT_FORMAT = "growlength-2"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -79,67 +87,172 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def build_parser(with_defaults=True) -> argparse.ArgumentParser:
-    d = TrainConfig() if with_defaults else None
-    dflt = (lambda name: getattr(d, name)) if with_defaults else (lambda name: argparse.SUPPRESS)
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
-                                argument_default=None if with_defaults else argparse.SUPPRESS)
+def build_parser() -> argparse.ArgumentParser:
+    """Flags only: argparse fills in nothing (SUPPRESS), so the parsed namespace holds exactly
+    the flags the user gave -- which --resume needs -- and TrainConfig supplies the rest."""
+    d = TrainConfig()
+    p = OneLineParser(description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
     a = p.add_argument
-    a("--schedule", default=dflt("schedule"), help="stage lengths, strictly increasing (default %(default)s)")
-    a("--ratios", default=dflt("ratios"), help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
-    a("--budget", default=dflt("budget"), help=f"training wallclock, e.g. 90s, 5m, 1h (default {DEFAULT_BUDGET} "
+    a("--schedule", help=f"stage lengths, strictly increasing (default {d.schedule})")
+    a("--ratios", help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
+    a("--budget", help=f"training wallclock, e.g. 90s, 5m, 1h (default {DEFAULT_BUDGET} "
       "unless --max-tokens is given); eval and checkpoints do not count")
-    a("--max-tokens", type=int, default=dflt("max_tokens"), help="token budget: the paper's equal-tokens runs")
-    a("--tokens-per-step", type=int, default=dflt("tokens_per_step"),
-      help="tokens per optimizer step, constant across stages; batch = this // seq_len (default %(default)s)")
-    a("--micro-batch-tokens", type=int, default=dflt("micro_batch_tokens"),
+    a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs")
+    a("--tokens-per-step", type=int,
+      help=f"tokens per optimizer step, constant across stages; batch = this // seq_len (default {d.tokens_per_step})")
+    a("--micro-batch-tokens", type=int,
       help="tokens per forward/backward (gradient accumulation above it); default: the whole step")
-    a("--preset", default=dflt("preset"), choices=list(PRESETS), help="model size (default %(default)s)")
-    a("--data", default=dflt("data"), help="'shakespeare', a prepared folder, or a text file/folder")
-    a("--tokenizer", default=dflt("tokenizer"), choices=datalib.TOKENIZERS, help="(default %(default)s)")
-    a("--lr", type=float, default=dflt("lr"), help="peak learning rate (default: the preset's)")
-    a("--min-lr-ratio", type=float, default=dflt("min_lr_ratio"), help="cosine floor as a share of --lr")
-    a("--warmup", type=float, default=dflt("warmup"), help="LR warmup as a share of the budget")
-    a("--weight-decay", type=float, default=dflt("weight_decay"))
-    a("--grad-clip", type=float, default=dflt("grad_clip"))
-    a("--eval-lengths", default=dflt("eval_lengths"),
-      help="context lengths to evaluate (default: each stage length and twice the last)")
-    a("--eval-tokens", type=int, default=dflt("eval_tokens"), help="validation tokens per eval length")
-    a("--eval-interval", type=float, default=dflt("eval_interval"), help="seconds of training between evals")
-    a("--log-interval", type=float, default=dflt("log_interval"), help="seconds of training between log lines (0: every step)")
-    a("--ckpt-interval", type=float, default=dflt("ckpt_interval"), help="seconds of training between checkpoints")
-    a("--out", default=dflt("out"), help="run folder (default runs/<timestamp>)")
-    a("--resume", default=dflt("resume"), help="continue the run in this folder")
-    a("--device", default=dflt("device"), choices=["auto", "cpu", "cuda", "mps"])
-    a("--dtype", default=dflt("dtype"), choices=["auto", "float32", "bfloat16"],
-      help="autocast dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
-    a("--compile", action="store_true", default=dflt("compile"), help="torch.compile; every stage length compiles before the clock starts")
-    a("--attn", default=dflt("attn"), choices=ATTN_BACKENDS, help="attention backend (default: triton on CUDA, sdpa elsewhere)")
-    a("--seed", type=int, default=dflt("seed"))
-    a("--sample-tokens", type=int, default=dflt("sample_tokens"), help="tokens of text to print at the end (0: none)")
-    a("--stop-at-step", type=int, default=dflt("stop_at_step"),
+    a("--preset", choices=list(PRESETS), help=f"model size (default {d.preset})")
+    a("--data", help=f"'{d.data}', a prepared folder, or a text file/folder (default {d.data})")
+    a("--tokenizer", choices=datalib.TOKENIZERS, help=f"(default {d.tokenizer})")
+    a("--lr", type=float, help="peak learning rate (default: the preset's)")
+    a("--min-lr-ratio", type=float, help=f"cosine floor as a share of --lr (default {d.min_lr_ratio})")
+    a("--warmup", type=float, help=f"LR warmup as a share of the budget (default {d.warmup})")
+    a("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    a("--grad-clip", type=float, help=f"(default {d.grad_clip}; 0: off)")
+    a("--eval-lengths", help="context lengths to evaluate (default: each stage length and twice the last)")
+    a("--eval-tokens", type=int, help=f"validation tokens per eval length (default {d.eval_tokens})")
+    a("--eval-interval", type=float, help=f"seconds of training between evals (default {d.eval_interval:g})")
+    a("--log-interval", type=float, help=f"seconds of training between log lines (0: every step; default {d.log_interval:g})")
+    a("--ckpt-interval", type=float, help=f"seconds of training between checkpoints (default {d.ckpt_interval:g})")
+    a("--out", help="run folder (default runs/<timestamp>)")
+    a("--resume", help="continue the run in this folder")
+    a("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default auto: cuda, mps, cpu)")
+    a("--dtype", choices=["auto", "float32", "bfloat16"], help="autocast dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
+    a("--compile", action="store_true", help="torch.compile; every stage length compiles before the clock starts")
+    a("--attn", choices=ATTN_BACKENDS, help="attention backend (default: triton on CUDA, sdpa elsewhere)")
+    a("--seed", type=int, help=f"(default {d.seed})")
+    a("--sample-tokens", type=int, help=f"tokens of text to print at the end (0: none; default {d.sample_tokens})")
+    a("--stop-at-step", type=int,
       help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
     return p
 
 
 def parse_config(argv=None):
     """-> (config, names of the flags given explicitly); on --resume the saved config is the base."""
-    args = build_parser().parse_args(argv)
-    explicit = set(vars(build_parser(with_defaults=False).parse_args(argv)))
-    return TrainConfig(**vars(args)), explicit
+    given = vars(build_parser().parse_args(argv))
+    return TrainConfig(**given), set(given)
 
 
-# ----------------------------------------------------------------------------- set-up helpers
+def merge_resumed(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
+    """The checkpoint's config, with the flags given now on top (a longer budget extends a run)."""
+    saved = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in {f.name for f in fields(TrainConfig)}})
+    for name in sorted(explicit & set(FIXED_ON_RESUME)):
+        if getattr(cfg, name) != getattr(saved, name):
+            raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
+                            f"checkpoint's {getattr(saved, name)}; resuming cannot change it")
+    for name in explicit:
+        setattr(saved, name, getattr(cfg, name))
+    # Flags about this invocation, not the run: never inherited from the checkpoint.
+    saved.resume, saved.out, saved.stop_at_step = cfg.resume, cfg.resume, cfg.stop_at_step
+    return saved
 
-def setup_distributed():
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python train.py` is a world of one."""
+
+# ----------------------------------------------------------------------------- the run's state
+
+@dataclass
+class TrainState:
+    """What changes as a run trains, and exactly what a checkpoint's `state` holds: restoring
+    it (with the weights and the optimizer) continues the run as if never stopped."""
+    step: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0     # training seconds: the clock's reading, eval and checkpoints excluded
+    stage_stats: dict = field(default_factory=dict)   # "seq_len" -> {"steps", "tokens", "seconds"}
+    data_rng: list = field(default_factory=list)      # every rank's data-window generator state
+    torch_rng: Optional[torch.Tensor] = None          # for anything else random (sampling at the end)
+
+    def count_step(self, seq_len: int, tokens: int, seconds: float):
+        self.step += 1
+        self.tokens += tokens
+        s = self.stage_stats.setdefault(str(seq_len), {"steps": 0, "tokens": 0, "seconds": 0.0})
+        s["steps"], s["tokens"], s["seconds"] = s["steps"] + 1, s["tokens"] + tokens, s["seconds"] + seconds
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, model, opt, state: TrainState):
+    """All or nothing (data.atomic_write): a crash or a full disk mid-write keeps the old one."""
+    ckpt = {"format": CKPT_FORMAT, "config": asdict(cfg), "model_config": model.cfg.shape(),
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state)}
+    with datalib.atomic_write(path) as f:
+        torch.save(ckpt, f)
+
+
+def load_checkpoint(folder: str) -> dict:
+    path = Path(folder) / "ckpt.pt"
+    if not path.is_file():
+        raise UserError(f"{folder}: no checkpoint (ckpt.pt) in that folder")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, unpickling error: all the same to the user
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise UserError(f"{path}: not a growlength checkpoint (format {CKPT_FORMAT})")
+    missing = [k for k in ("config", "model_config", "model", "optimizer", "state") if k not in ckpt]
+    try:
+        ckpt["state"] = TrainState(**ckpt["state"])
+    except (KeyError, TypeError):
+        missing.append("state")
+    if missing or not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model_config"], dict):
+        raise UserError(f"{path}: not a growlength checkpoint (missing or broken: {', '.join(missing) or 'config'})")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- distributed helpers
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits in a torchrun job; a plain `python train.py` is a world of one."""
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Ranks:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+        return Ranks()
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Ranks(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world)
 
+
+def from_rank0(value: float, ranks: Ranks, device) -> float:
+    """Every rank takes rank 0's reading: one clock decides stages, evals and checkpoints."""
+    if ranks.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.item()
+
+
+def any_rank(flag: bool, ranks: Ranks, device) -> bool:
+    """True on every rank if it is true on any (a signal may reach only some ranks)."""
+    if ranks.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean_over_ranks(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    if ranks.world > 1:
+        dist.all_reduce(t)            # SUM, then divide: gloo has no AVG
+        t /= ranks.world
+    return t
+
+
+def gather_generators(gen: torch.Generator, ranks: Ranks) -> list:
+    """Every rank's data-RNG state, so a resumed run draws exactly the windows it would have."""
+    if ranks.world == 1:
+        return [gen.get_state()]
+    states = [None] * ranks.world
+    dist.all_gather_object(states, gen.get_state())
+    return states
+
+
+# ----------------------------------------------------------------------------- building a run
 
 def pick_device(name: str, local_rank: int) -> str:
     if name == "auto":
@@ -161,57 +274,194 @@ def pick_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
-def parse_lengths(text: Optional[str], schedule):
-    if text is None:
-        return list(schedule) + [2 * schedule[-1]]
-    try:
-        lengths = sorted({int(x) for x in text.split(",")})
-    except ValueError:
-        raise UserError(f"--eval-lengths {text!r}: expected comma-separated lengths") from None
-    if not lengths or lengths[0] <= 0:
-        raise UserError(f"--eval-lengths {text!r}: lengths must be positive")
-    return lengths
+def make_plan(cfg: TrainConfig, world: int):
+    """The stage table and eval lengths; every schedule rule is checked here, before any file is written."""
+    lengths = sched.parse_schedule(cfg.schedule)
+    budget_s = sched.parse_duration(cfg.budget) if cfg.budget is not None else None
+    plan = sched.Plan.make(lengths, sched.parse_ratios(cfg.ratios, len(lengths)), cfg.tokens_per_step,
+                           budget_s, cfg.max_tokens, world, cfg.micro_batch_tokens)
+    return plan, sched.parse_eval_lengths(cfg.eval_lengths, lengths)
 
 
-def micro_batch(batch: int, seq_len: int, micro_tokens: Optional[int]) -> int:
-    """Largest divisor of `batch` whose tokens fit in micro_tokens: equal-size micro-batches,
-    so each stage has one shape (one compile) and every sequence weighs the same."""
-    cap = batch if micro_tokens is None else max(1, micro_tokens // seq_len)
-    return max(m for m in range(1, batch + 1) if batch % m == 0 and m <= cap)
+def load_data(cfg: TrainConfig, ranks: Ranks) -> datalib.TokenData:
+    """Rank 0 prepares the corpus on first use; the others wait, then find it prepared."""
+    if ranks.master:
+        datalib.resolve(cfg.data, cfg.tokenizer)
+    if ranks.world > 1:
+        dist.barrier()
+    folder = datalib.resolve(cfg.data, cfg.tokenizer)
+    data = datalib.TokenData(folder)
+    if data.tokenizer != cfg.tokenizer:
+        raise UserError(f"{folder} was prepared with the {data.tokenizer} tokenizer, not {cfg.tokenizer}")
+    return data
 
 
-# ----------------------------------------------------------------------------- checkpoints
+def build_model(cfg: TrainConfig, vocab_size: int, device: str, ckpt: Optional[dict]):
+    """The model and its AdamW; from a checkpoint when resuming (after checking its shape)."""
+    torch.manual_seed(cfg.seed)        # same init on every rank (DDP also broadcasts rank 0's)
+    vocab = 128 * math.ceil(vocab_size / 128)  # pad the head: 50257 -> 50304, as Pythia
+    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn)
+    if ckpt is not None and ckpt["model_config"] != mcfg.shape():
+        diff = [k for k in mcfg.shape() if ckpt["model_config"].get(k) != mcfg.shape()[k]]
+        raise UserError(f"--resume: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
+    model = GPT(mcfg).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices decay; biases, norms don't
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr or PRESET_LR[cfg.preset], betas=(0.9, 0.95),
+                            fused=device == "cpu" or device.startswith("cuda"))  # one kernel: ~10% a step on CPU
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"--resume: checkpoint weights do not fit the model ({str(e).splitlines()[0]})") from None
+    return model, opt
 
-def save_checkpoint(path: Path, state: dict):
-    """All or nothing (data.atomic_write): a crash or a full disk mid-write keeps the old one."""
-    with datalib.atomic_write(path) as f:
-        torch.save(state, f)
+
+def start_state(cfg: TrainConfig, ckpt: Optional[dict], ranks: Ranks):
+    """(TrainState, this rank's data generator): fresh, or exactly where the checkpoint left off."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + ranks.rank)   # each rank draws its own windows
+    if ckpt is None:
+        return TrainState(), gen
+    state = ckpt["state"]
+    if len(state.data_rng) == ranks.world:     # same world size: continue every rank's stream exactly
+        gen.set_state(state.data_rng[ranks.rank])
+    else:
+        gen.manual_seed(cfg.seed * 1000 + ranks.rank + 7919 * state.step)
+    torch.set_rng_state(state.torch_rng)
+    return state, gen
 
 
-def load_checkpoint(folder: str) -> dict:
-    path = Path(folder) / "ckpt.pt"
-    if not path.is_file():
-        raise UserError(f"{folder}: no checkpoint (ckpt.pt) in that folder")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file, unpickling error: all the same to the user
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "growlength-1":
-        raise UserError(f"{path}: not a growlength checkpoint")
-    return ckpt
+def wrap_for_training(model, cfg: TrainConfig, ranks: Ranks, device: str):
+    """What the loop calls: compiled and/or DDP-wrapped. `model` itself stays plain, so it is
+    what gets saved (no `_orig_mod.` or `module.` prefixes) and what eval and sampling run."""
+    train_model = torch.compile(model, dynamic=False) if cfg.compile else model
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        train_model = DistributedDataParallel(train_model, device_ids=[ranks.local_rank] if device.startswith("cuda") else None)
+    return train_model
 
 
-def merge_resumed(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
-    saved = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in {f.name for f in fields(TrainConfig)}})
-    for name in sorted(explicit & set(FIXED_ON_RESUME)):
-        if getattr(cfg, name) != getattr(saved, name):
-            raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
-                            f"checkpoint's {getattr(saved, name)}; resuming cannot change it")
-    for name in explicit:
-        setattr(saved, name, getattr(cfg, name))
-    # Flags about this invocation, not the run: never inherited from the checkpoint.
-    saved.resume, saved.out, saved.stop_at_step = cfg.resume, cfg.resume, cfg.stop_at_step
-    return saved
+def make_run_folder(cfg: TrainConfig, ranks: Ranks) -> Path:
+    out = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    if not cfg.resume and (out / "ckpt.pt").exists():
+        raise UserError(f"--out {out} already holds a run; use --resume {out} or another --out")
+    if ranks.master:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    return out
+
+
+@dataclass
+class Run:
+    """The fixed parts of a run, built once by `build()`; what changes lives in TrainState."""
+    cfg: TrainConfig
+    ranks: Ranks
+    device: str
+    dtype: torch.dtype
+    autocast: object
+    plan: sched.Plan
+    eval_lengths: list
+    data: datalib.TokenData
+    model: GPT
+    train_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    out: Path
+    metrics: "Metrics"
+
+    def sync(self):
+        """CUDA runs ahead of Python: wait for it before reading the clock."""
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+
+def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict]):
+    """Everything a run needs, checked before anything is written -> (Run, TrainState)."""
+    if cfg.budget is None and cfg.max_tokens is None:
+        cfg.budget = DEFAULT_BUDGET
+    device = pick_device(cfg.device, ranks.local_rank)
+    dtype = pick_dtype(cfg.dtype, device)
+    cfg.attn = cfg.attn or ("triton" if device.startswith("cuda") else "sdpa")
+    if cfg.attn == "triton" and not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserError("--attn triton needs a CUDA device (or TRITON_INTERPRET=1 to run the kernel slowly on CPU)")
+    plan, eval_lengths = make_plan(cfg, ranks.world)
+    out = make_run_folder(cfg, ranks)
+    data = load_data(cfg, ranks)
+    model, opt = build_model(cfg, data.vocab_size, device, ckpt)
+    state, gen = start_state(cfg, ckpt, ranks)
+    model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
+    metrics = Metrics(out / "metrics.jsonl" if ranks.master else None)
+    run = Run(cfg, ranks, device, dtype, autocast, plan, eval_lengths, data, model,
+              wrap_for_training(model, cfg, ranks, device), opt, gen, out, metrics)
+    return run, state
+
+
+def announce(run: Run, state: TrainState, resumed: bool):
+    """The header: device, model, data, resolved config, the stage table (and the config record)."""
+    if not run.ranks.master:
+        return
+    cfg, model, data = run.cfg, run.model, run.data
+    print(f"device {run.device} ({run.ranks.world} rank{'s' if run.ranks.world > 1 else ''}) | dtype {str(run.dtype)[6:]} | "
+          f"attn {cfg.attn} | {cfg.preset}: {model.num_params() / 1e6:.2f}M params | data {data.folder} "
+          f"({data.meta['train_tokens']:,} train tokens, {data.tokenizer})")
+    print("config " + json.dumps(asdict(cfg)))
+    print(run.plan.table())
+    if resumed:
+        print(f"resuming at step {state.step}: {state.elapsed_s:.1f}s trained, {state.tokens:,} tokens")
+    else:
+        run.metrics.write("config", **asdict(cfg), model=model.cfg.shape(), params=model.num_params(),
+                          resolved_device=run.device, world_size=run.ranks.world)
+
+
+def warm_up(run: Run):
+    """Compile / autotune every stage length now, outside the budget (modded-nanogpt does the same):
+    one forward+backward at each stage's micro-batch shape, gradients thrown away."""
+    if not (run.cfg.compile or run.device.startswith("cuda")):
+        return
+    rng = torch.Generator().manual_seed(0)
+    for st in run.plan.stages:
+        x = torch.randint(run.model.cfg.vocab_size, (st.micro_batch, st.seq_len + 1), generator=rng).to(run.device)
+        with run.autocast:
+            _, loss = run.train_model(x[:, :-1], x[:, 1:])
+        loss.backward()
+    run.model.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- one step, logging, eval
+
+def train_step(run: Run, stage: sched.Stage) -> float:
+    """One optimizer step of tokens_per_step tokens, split over ranks and micro-batches;
+    returns the mean loss over all of them (every rank gets the same number)."""
+    n_micro = stage.batch_size // run.ranks.world // stage.micro_batch
+    loss_sum = torch.zeros((), device=run.device)
+    for m in range(n_micro):
+        x, y = run.data.get_batch("train", stage.micro_batch, stage.seq_len, generator=run.gen, device=run.device)
+        # DDP averages gradients across ranks on every backward; only the last micro-batch needs it.
+        no_sync = run.train_model.no_sync() if run.ranks.world > 1 and m < n_micro - 1 else nullcontext()
+        with no_sync, run.autocast:
+            _, loss = run.train_model(x, y)
+        (loss / n_micro).backward()       # accumulate the mean, as if one batch
+        loss_sum += loss.detach()
+    if run.cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    loss = mean_over_ranks(loss_sum / n_micro, run.ranks).item()   # .item() waits for the step
+    if math.isfinite(loss):      # a NaN step is not taken: the last checkpoint stays the last good state
+        run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def set_lr(opt, progress: float, cfg: TrainConfig) -> float:
+    lr = sched.lr_at(progress, cfg.lr or PRESET_LR[cfg.preset], cfg.warmup, cfg.min_lr_ratio)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 class Metrics:
@@ -226,7 +476,39 @@ class Metrics:
             self.file.flush()
 
 
-# ----------------------------------------------------------------------------- evaluation
+class Interval:
+    """Due once every `seconds` of training time (log lines, evals, checkpoints)."""
+
+    def __init__(self, seconds: float, now: float):
+        self.seconds, self.last = seconds, now
+
+    def due(self, now: float) -> bool:
+        return now - self.last >= self.seconds
+
+    def reset(self, now: float):
+        self.last = now
+
+
+class LogWindow:
+    """The losses and tokens since the last log line, which reports their mean and rate."""
+
+    def __init__(self, state: TrainState):
+        self.tokens, self.time, self.losses = state.tokens, state.elapsed_s, []
+
+    def line(self, run: Run, state: TrainState, stage_idx: int, lr: float):
+        stage, n = run.plan.stages[stage_idx], len(run.plan.stages)
+        now, loss = state.elapsed_s, sum(self.losses) / len(self.losses)
+        tps = (state.tokens - self.tokens) / max(now - self.time, 1e-9)
+        run.metrics.write("train", step=state.step, elapsed_s=round(now, 3), tokens=state.tokens,
+                          seq_len=stage.seq_len, batch_size=stage.batch_size, loss=round(loss, 6),
+                          lr=lr, tokens_per_s=round(tps, 1))
+        budget = run.plan.budget_s
+        of = f"{budget:.0f}s" if budget else f"{run.plan.max_tokens / 1e6:.2f}M tok"
+        print(f"stage {stage_idx + 1}/{n} T={stage.seq_len:5d} B={stage.batch_size:4d} | step {state.step:5d} | "
+              f"loss {loss:.4f} | lr {lr:.2e} | {tps / 1e3:6.1f}k tok/s | "
+              f"{now:6.1f}s {state.tokens / 1e6:.2f}M tok / {of}")
+        self.tokens, self.time, self.losses = state.tokens, now, []
+
 
 @torch.no_grad()
 def evaluate(model, data, lengths, eval_tokens, device, autocast):
@@ -244,301 +526,196 @@ def evaluate(model, data, lengths, eval_tokens, device, autocast):
     return out
 
 
-# ----------------------------------------------------------------------------- main
+class Evaluator:
+    """Evaluates on rank 0 and records why. A step asked for twice (a stage change that is also
+    an interval, say) is evaluated once: each reason gets its record, one printed line."""
 
-def run(argv=None) -> int:
-    cfg, explicit = parse_config(argv)
-    rank, local_rank, world = setup_distributed()
-    master = rank == 0
-    ckpt = None
-    if cfg.resume:
-        ckpt = load_checkpoint(cfg.resume)
-        cfg = merge_resumed(cfg, explicit, ckpt)
-    if cfg.budget is None and cfg.max_tokens is None:
-        cfg.budget = DEFAULT_BUDGET
-    device = pick_device(cfg.device, local_rank)
-    dtype = pick_dtype(cfg.dtype, device)
-    cfg.attn = cfg.attn or ("triton" if device.startswith("cuda") else "sdpa")
-    if cfg.attn == "triton" and not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
-        raise UserError("--attn triton needs a CUDA device (or TRITON_INTERPRET=1 to run the kernel slowly on CPU)")
+    def __init__(self, run: Run):
+        self.run, self.step, self.losses = run, None, None
 
-    # --- the plan: stages, batch sizes, budget (all validated before anything is written)
-    lengths = sched.parse_schedule(cfg.schedule)
-    ratios = sched.parse_ratios(cfg.ratios, len(lengths))
-    budget_s = sched.parse_duration(cfg.budget) if cfg.budget is not None else None
-    plan = sched.Plan.make(lengths, ratios, cfg.tokens_per_step, budget_s, cfg.max_tokens)
-    for st in plan.stages:
-        if st.batch_size % world:
-            raise UserError(f"stage length {st.seq_len}: batch {st.batch_size} does not split over {world} ranks")
-    eval_lengths = parse_lengths(cfg.eval_lengths, lengths)
+    def __call__(self, state: TrainState, reason: str) -> Optional[dict]:
+        run = self.run
+        if not run.ranks.master:
+            return None
+        fresh = state.step != self.step
+        if fresh:
+            self.step = state.step
+            self.losses = evaluate(run.model, run.data, run.eval_lengths, run.cfg.eval_tokens, run.device, run.autocast)
+        run.metrics.write("eval", step=state.step, elapsed_s=round(state.elapsed_s, 3), tokens=state.tokens,
+                          reason=reason, loss=self.losses)
+        if fresh:
+            print(f"eval @ {state.elapsed_s:7.1f}s step {state.step:5d} ({reason}): " +
+                  "  ".join(f"T={k} {v:.4f}" for k, v in self.losses.items()))
+        return self.losses
 
-    out = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if not cfg.resume and (out / "ckpt.pt").exists():
-        raise UserError(f"--out {out} already holds a run; use --resume {out} or another --out")
 
-    # --- data (rank 0 prepares the corpus on first use; the others wait, then find it prepared)
-    if master:
-        datalib.resolve(cfg.data, cfg.tokenizer)
-    if world > 1:
-        dist.barrier()
-    folder = datalib.resolve(cfg.data, cfg.tokenizer)
-    data = datalib.TokenData(folder)
-    if data.tokenizer != cfg.tokenizer:
-        raise UserError(f"{folder} was prepared with the {data.tokenizer} tokenizer, not {cfg.tokenizer}")
+def checkpoint(run: Run, state: TrainState):
+    """Gather every rank's data RNG (a collective: all ranks call this), rank 0 writes."""
+    state.data_rng = gather_generators(run.gen, run.ranks)
+    state.torch_rng = torch.get_rng_state()
+    if run.ranks.master:
+        save_checkpoint(run.out / "ckpt.pt", run.cfg, run.model, run.opt, state)
 
-    # --- model and optimizer
-    torch.manual_seed(cfg.seed)        # same init on every rank (DDP also broadcasts rank 0's)
-    vocab = 128 * math.ceil(data.vocab_size / 128)  # pad the head: 50257 -> 50304, as Pythia
-    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn)
-    if ckpt is not None and ckpt["model_config"] != mcfg.shape():
-        diff = [k for k in mcfg.shape() if ckpt["model_config"].get(k) != mcfg.shape()[k]]
-        raise UserError(f"--resume: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
-    model = GPT(mcfg).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices decay; biases, norms don't
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    max_lr = cfg.lr or PRESET_LR[cfg.preset]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=max_lr, betas=(0.9, 0.95),
-                            fused=device == "cpu" or device.startswith("cuda"))  # one kernel: ~10% a step on CPU
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)   # each rank draws its own windows
-    elapsed, tokens, step = 0.0, 0, 0
-    stage_stats = {}
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"--resume: checkpoint weights do not fit the model ({str(e).splitlines()[0]})") from None
-        st = ckpt["state"]
-        elapsed, tokens, step, stage_stats = st["elapsed_s"], st["tokens"], st["step"], st["stage_stats"]
-        gen_states = ckpt["rng"]["data"]
-        if len(gen_states) == world:        # same world size: continue every rank's stream exactly
-            gen.set_state(gen_states[rank])
-        else:
-            gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-    model.grow_rope(max(lengths + eval_lengths))
-    train_model = torch.compile(model, dynamic=False) if cfg.compile else model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        train_model = DistributedDataParallel(train_model, device_ids=[local_rank] if device.startswith("cuda") else None)
-    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
 
-    # --- say what will happen
-    if master:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    metrics = Metrics(out / "metrics.jsonl" if master else None)
-    if master:
-        print(f"device {device} ({world} rank{'s' if world > 1 else ''}) | dtype {str(dtype)[6:]} | attn {cfg.attn} | "
-              f"{cfg.preset}: {model.num_params() / 1e6:.2f}M params | data {folder} "
-              f"({data.meta['train_tokens']:,} train tokens, {data.tokenizer})")
-        print("config " + json.dumps(asdict(cfg)))
-        print(plan.table())
-        if ckpt is None:
-            metrics.write("config", **asdict(cfg), model=mcfg.shape(), params=model.num_params(),
-                          resolved_device=device, world_size=world)
-        else:
-            print(f"resuming at step {step}: {elapsed:.1f}s trained, {tokens:,} tokens")
+class StopRequest:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (checkpoint, exit 0);
+    a second signal kills as usual. --stop-at-step asks the same at a given step."""
 
-    # Compile / autotune every stage length now, outside the budget (modded-nanogpt does the same).
-    if cfg.compile or device.startswith("cuda"):
-        warm = torch.Generator().manual_seed(0)
-        for st in plan.stages:
-            mb = micro_batch(st.batch_size // world, st.seq_len, cfg.micro_batch_tokens)
-            x = torch.randint(vocab, (mb, st.seq_len + 1), generator=warm).to(device)
-            with autocast:
-                _, loss = train_model(x[:, :-1], x[:, 1:])
-            loss.backward()
-        model.zero_grad(set_to_none=True)
+    def __init__(self, at_step: Optional[int]):
+        self.at_step, self.signum = at_step, None
+        self.previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    # SIGINT/SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C kills as usual.
-    stop_signal = []
-
-    def on_signal(signum, _frame):
-        stop_signal.append(signum)
+    def on_signal(self, signum, _frame):
+        self.signum = signum
         signal.signal(signum, signal.SIG_DFL)
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, on_signal)
 
-    clock = sched.Clock(offset_s=elapsed)
-    sync = (lambda: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
+    def __call__(self, step: int) -> bool:
+        return self.signum is not None or (self.at_step is not None and step >= self.at_step)
 
-    def checkpoint():
-        if master:
-            state = {"elapsed_s": clock.elapsed(), "tokens": tokens, "step": step, "stage_stats": stage_stats}
-            save_checkpoint(out / "ckpt.pt", {
-                "format": "growlength-1", "config": asdict(cfg), "model_config": mcfg.shape(),
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                "rng": {"data": all_gen_states, "torch": torch.get_rng_state()}})
+    def reason(self) -> str:
+        return f"signal {signal.Signals(self.signum).name}" if self.signum else f"--stop-at-step {self.at_step}"
 
-    evals_at = {}   # step -> val losses: evaluated once per point in training, whatever the reasons
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
-    def do_eval(reason):
-        if master:
-            fresh = step not in evals_at
-            if fresh:
-                evals_at[step] = evaluate(model, data, eval_lengths, cfg.eval_tokens, device, autocast)
-            losses = evals_at[step]
-            metrics.write("eval", step=step, elapsed_s=round(clock.elapsed(), 3), tokens=tokens, reason=reason, loss=losses)
-            if fresh:   # a second reason at the same step gets its record, not a second line
-                print(f"eval @ {clock.elapsed():7.1f}s step {step:5d} ({reason}): " +
-                      "  ".join(f"T={k} {v:.4f}" for k, v in losses.items()))
-            return losses
 
-    def rank0(value: float) -> float:
-        """Every rank takes rank 0's reading: one clock decides stages, evals and checkpoints."""
-        if world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=device)
-        dist.broadcast(t, src=0)
-        return t.item()
+# ----------------------------------------------------------------------------- the loop
 
-    def any_rank(flag: bool) -> bool:
-        if world == 1:
-            return flag
-        t = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+def train(argv=None) -> int:
+    cfg, explicit = parse_config(argv)
+    ranks = setup_distributed()
+    ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    if ckpt is not None:
+        cfg = merge_resumed(cfg, explicit, ckpt)
+    run, state = build(cfg, ranks, ckpt)
+    announce(run, state, resumed=ckpt is not None)
+    warm_up(run)
+    evaluate_now = Evaluator(run)
+    stop = StopRequest(cfg.stop_at_step)
+    try:
+        if ckpt is None:
+            evaluate_now(state, "start")
+        return train_loop(run, state, evaluate_now, stop)
+    finally:
+        stop.restore()
 
-    stage_idx = None
-    last_log = last_eval = last_ckpt = elapsed
-    log_tokens, log_time, log_losses = tokens, elapsed, []
-    all_gen_states = [gen.get_state()]
-    if ckpt is None:
-        do_eval("start")
+
+def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopRequest) -> int:
+    cfg, plan, ranks = run.cfg, run.plan, run.ranks
+    clock = sched.Clock(offset_s=state.elapsed_s)
+    log_every, eval_every, ckpt_every = (Interval(s, state.elapsed_s) for s in
+                                         (cfg.log_interval, cfg.eval_interval, cfg.ckpt_interval))
+    window, stage_idx = LogWindow(state), None
     clock.start()
     while True:
         # 1. schedule: rank 0's clock decides for every rank, so stages never split.
-        sync()
-        progress = rank0(plan.progress(clock.elapsed(), tokens))
-        stop = any_rank(bool(stop_signal) or (cfg.stop_at_step is not None and step >= cfg.stop_at_step))
-        if progress >= 1.0 or stop:
+        run.sync()
+        progress = from_rank0(plan.progress(clock.elapsed(), state.tokens), ranks, run.device)
+        if progress >= 1.0 or any_rank(stop(state.step), ranks, run.device):
             break
         i = plan.stage_index(progress)
-        stage = plan.stages[i]
-        if i != stage_idx:
+        if i != stage_idx:      # a new stage: announce it, and evaluate where the last one ended
             clock.pause()
-            metrics.write("stage", step=step, elapsed_s=round(clock.elapsed(), 3), tokens=tokens,
-                          stage=i + 1, seq_len=stage.seq_len, batch_size=stage.batch_size)
-            if master:
-                print(f"--- stage {i + 1}/{len(plan.stages)}: T={stage.seq_len}, batch {stage.batch_size} "
-                      f"x {stage.seq_len} = {cfg.tokens_per_step} tokens/step")
+            state.elapsed_s = clock.elapsed()
+            begin_stage(run, state, i)
             if stage_idx is not None:
-                do_eval(f"stage {i + 1}")
-                last_eval = clock.elapsed()
+                evaluate_now(state, f"stage {i + 1}")
+                eval_every.reset(state.elapsed_s)
             stage_idx = i
             clock.start()
-        lr = sched.lr_at(progress, max_lr, cfg.warmup, cfg.min_lr_ratio)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        stage = plan.stages[i]
+        lr = set_lr(run.opt, progress, cfg)
 
-        # 2. train: one optimizer step of tokens_per_step tokens, split over ranks and micro-batches.
+        # 2. train: one optimizer step; the clock keeps running through it.
         t0 = clock.elapsed()
-        B = stage.batch_size // world
-        mb = micro_batch(B, stage.seq_len, cfg.micro_batch_tokens)
-        n_micro = B // mb
-        loss_sum = torch.zeros((), device=device)
-        for m in range(n_micro):
-            x, y = data.get_batch("train", mb, stage.seq_len, generator=gen, device=device)
-            no_sync = train_model.no_sync() if world > 1 and m < n_micro - 1 else nullcontext()
-            with no_sync, autocast:
-                _, loss = train_model(x, y)
-            (loss / n_micro).backward()
-            loss_sum += loss.detach()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        loss_t = loss_sum / n_micro
-        if world > 1:
-            dist.all_reduce(loss_t)            # SUM, then divide: gloo has no AVG
-            loss_t /= world
-        loss_val = loss_t.item()
-        if not math.isfinite(loss_val):
-            if master:
-                print(f"error: loss is {loss_val} at step {step + 1} (T={stage.seq_len}, lr {lr:.2e}); "
-                      f"stopping. The last good checkpoint in {out} is kept.", file=sys.stderr)
-            return 3
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens += cfg.tokens_per_step
-        sync()
-        now = rank0(clock.elapsed())
-        s = stage_stats.setdefault(str(stage.seq_len), {"steps": 0, "tokens": 0, "seconds": 0.0})
-        s["steps"], s["tokens"], s["seconds"] = s["steps"] + 1, s["tokens"] + cfg.tokens_per_step, s["seconds"] + now - t0
-        log_losses.append(loss_val)
+        loss = train_step(run, stage)
+        if not math.isfinite(loss):
+            return report_non_finite(run, state, loss, stage, lr)
+        run.sync()
+        now = from_rank0(clock.elapsed(), ranks, run.device)
+        state.count_step(stage.seq_len, cfg.tokens_per_step, now - t0)
+        state.elapsed_s = now
+        window.losses.append(loss)
 
         # 3. log
-        if master and now - last_log >= cfg.log_interval:
-            tps = (tokens - log_tokens) / max(now - log_time, 1e-9)
-            metrics.write("train", step=step, elapsed_s=round(now, 3), tokens=tokens, seq_len=stage.seq_len,
-                          batch_size=stage.batch_size, loss=round(sum(log_losses) / len(log_losses), 6),
-                          lr=lr, tokens_per_s=round(tps, 1))
-            of = f"{budget_s:.0f}s" if budget_s else f"{cfg.max_tokens / 1e6:.2f}M tok"
-            print(f"stage {i + 1}/{len(plan.stages)} T={stage.seq_len:5d} B={stage.batch_size:4d} | step {step:5d} | "
-                  f"loss {sum(log_losses) / len(log_losses):.4f} | lr {lr:.2e} | {tps / 1e3:6.1f}k tok/s | "
-                  f"{now:6.1f}s {tokens / 1e6:.2f}M tok / {of}")
-            last_log, log_tokens, log_time, log_losses = now, tokens, now, []
+        if ranks.master and log_every.due(now):
+            window.line(run, state, i, lr)
+            log_every.reset(now)
 
-        # 4. eval and 5. checkpoint, with the clock paused
-        if now - last_eval >= cfg.eval_interval or now - last_ckpt >= cfg.ckpt_interval:
+        # 4. eval and 5. checkpoint, with the clock paused: neither is training time.
+        if eval_every.due(now) or ckpt_every.due(now):
             clock.pause()
-            if now - last_eval >= cfg.eval_interval:
-                do_eval("interval")
-                last_eval = now
-            if now - last_ckpt >= cfg.ckpt_interval:
-                all_gen_states = gather_generators(gen, world)
-                checkpoint()
-                last_ckpt = now
+            if eval_every.due(now):
+                evaluate_now(state, "interval")
+                eval_every.reset(now)
+            if ckpt_every.due(now):
+                checkpoint(run, state)
+                ckpt_every.reset(now)
             clock.start()
 
     clock.pause()
-    all_gen_states = gather_generators(gen, world)
-    if stop:
-        checkpoint()
-        if master:
-            why = f"signal {signal.Signals(stop_signal[0]).name}" if stop_signal else f"--stop-at-step {cfg.stop_at_step}"
-            print(f"stopped ({why}) at step {step} after {clock.elapsed():.1f}s of training; checkpoint in {out}.\n"
-                  f"resume with: python train.py --resume {out}")
+    state.elapsed_s = clock.elapsed()
+    return finish(run, state, evaluate_now, stop)
+
+
+def begin_stage(run: Run, state: TrainState, i: int):
+    """The stage record, and the line that says what the batch is now."""
+    stage, n = run.plan.stages[i], len(run.plan.stages)
+    run.metrics.write("stage", step=state.step, elapsed_s=round(state.elapsed_s, 3), tokens=state.tokens,
+                      stage=i + 1, seq_len=stage.seq_len, batch_size=stage.batch_size)
+    if run.ranks.master:
+        print(f"--- stage {i + 1}/{n}: T={stage.seq_len}, batch {stage.batch_size} "
+              f"x {stage.seq_len} = {run.cfg.tokens_per_step} tokens/step")
+
+
+def report_non_finite(run: Run, state: TrainState, loss: float, stage: sched.Stage, lr: float) -> int:
+    if run.ranks.master:
+        kept = f"The last good checkpoint in {run.out} is kept." if (run.out / "ckpt.pt").exists() \
+            else "No checkpoint was written yet."
+        print(f"error: loss is {loss} at step {state.step + 1} (T={stage.seq_len}, lr {lr:.2e}); "
+              f"stopping. {kept}", file=sys.stderr)
+    return 3
+
+
+def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopRequest) -> int:
+    """Stopped early: checkpoint and say how to resume. Done: final eval, checkpoint, summary, sample."""
+    if stop(state.step):
+        checkpoint(run, state)
+        if run.ranks.master:
+            print(f"stopped ({stop.reason()}) at step {state.step} after {state.elapsed_s:.1f}s of training; "
+                  f"checkpoint in {run.out}.\nresume with: python train.py --resume {run.out}")
         return 0
-    final = do_eval("end")
-    checkpoint()
-    if master:
-        print_summary(stage_stats, final, clock.elapsed(), tokens, step, out)
-        if cfg.sample_tokens > 0:
-            tok = datalib.get_tokenizer(cfg.tokenizer)
-            torch.manual_seed(cfg.seed)
-            prompt = torch.tensor([tok.encode("\n")], device=device)
-            with autocast:
-                ids = model.eval().generate(prompt, cfg.sample_tokens, temperature=0.8, top_k=200)
-            print("--- sample ---\n" + tok.decode(ids[0].tolist()))
+    final = evaluate_now(state, "end")
+    checkpoint(run, state)
+    if run.ranks.master:
+        print_summary(state, final, run.out)
+        if run.cfg.sample_tokens > 0:
+            print_sample(run)
     return 0
 
 
-def gather_generators(gen, world):
-    """Every rank's data-RNG state, so a resumed run draws exactly the windows it would have."""
-    if world == 1:
-        return [gen.get_state()]
-    states = [None] * world
-    dist.all_gather_object(states, gen.get_state())
-    return states
-
-
-def print_summary(stage_stats, final, elapsed, tokens, step, out):
-    print(f"done: {step} steps, {tokens:,} tokens, {elapsed:.1f}s of training. Per stage:")
+def print_summary(state: TrainState, final: dict, out: Path):
+    print(f"done: {state.step} steps, {state.tokens:,} tokens, {state.elapsed_s:.1f}s of training. Per stage:")
     print("  seq_len   steps      tokens   train_s   tokens/s")
-    for T, s in stage_stats.items():
+    for T, s in state.stage_stats.items():
         print(f"  {int(T):7d} {s['steps']:7d} {s['tokens']:11,} {s['seconds']:9.1f} {s['tokens'] / max(s['seconds'], 1e-9):10.0f}")
     print("final val loss (nats/token): " + "  ".join(f"T={k} {v:.4f}" for k, v in final.items()))
     print(f"wrote {out / 'ckpt.pt'} and {out / 'metrics.jsonl'}")
 
 
+def print_sample(run: Run):
+    tok = datalib.get_tokenizer(run.cfg.tokenizer)
+    torch.manual_seed(run.cfg.seed)
+    prompt = torch.tensor([tok.encode("\n")], device=run.device)
+    with run.autocast:
+        ids = run.model.eval().generate(prompt, run.cfg.sample_tokens, temperature=0.8, top_k=200)
+    print("--- sample ---\n" + tok.decode(ids[0].tolist()))
+
+
 def main(argv=None) -> int:
     try:
-        code = run(argv)
+        code = train(argv)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2

@@ -25,8 +25,8 @@ def test_two_ranks_train_through_a_stage_change(tmp_path):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)                 # bit-identical replicas
     saved = torch.load(out / "ckpt.pt", weights_only=True)
     assert all(torch.equal(w0[k], saved["model"][k]) for k in w0)     # unwrapped model, no "module." prefix
-    assert len(saved["rng"]["data"]) == 2                              # each rank's data stream is kept
-    assert not torch.equal(saved["rng"]["data"][0], saved["rng"]["data"][1])
+    assert len(saved["state"]["data_rng"]) == 2                              # each rank's data stream is kept
+    assert not torch.equal(saved["state"]["data_rng"][0], saved["state"]["data_rng"][1])
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["seq_len"] for r in recs if r["kind"] == "train"] == [32] * 8 + [64] * 8
     assert [r["seq_len"] for r in recs if r["kind"] == "stage"] == [32, 64]
