@@ -134,22 +134,24 @@ def atomic_write(path, mode: str = "wb"):
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, (OSError, RuntimeError)):
-            raise WriteError(f"could not write {path} ({_why_write_failed(e, path)}); "
-                             f"the previous version, if any, is intact") from None
+            raise write_failed(path, e) from None
         raise
 
 
-def _why_write_failed(e: Exception, path: Path) -> str:
+def write_failed(path: Path, e: Exception) -> WriteError:
+    """One line for a failed write; torch's writer says only "file write failed", so a full
+    disk is recognised by errno, by message, or by looking at the disk ourselves."""
     if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e):
-        return "No space left on device"
-    if isinstance(e, OSError):
-        return e.strerror or str(e)
-    try:   # torch's writer says only "file write failed": look at the disk ourselves
-        if shutil.disk_usage(path.parent).free < 16 * 2 ** 20:
-            return "No space left on device"
-    except OSError:
-        pass
-    return str(e).strip().splitlines()[-1][:200]
+        why = "No space left on device"
+    elif isinstance(e, OSError):
+        why = e.strerror or str(e)
+    else:
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < 16 * 2 ** 20
+        except OSError:
+            full = False
+        why = "No space left on device" if full else str(e).strip().splitlines()[-1][:200]
+    return WriteError(f"could not write {path} ({why}); the previous version, if any, is intact")
 
 
 def prepare(src, out_dir, tokenizer: str = "byte", val_fraction: float = 0.1) -> Path:

@@ -225,3 +225,30 @@ def make_config(preset: str, vocab_size=None, attn: str = "sdpa") -> GPTConfig:
     if vocab_size is not None:
         fields["vocab_size"] = vocab_size
     return GPTConfig(**fields, attn=attn)
+
+
+# ----------------------------------------------------------------------------- model FLOPs utilisation
+
+def flops_per_token(cfg: GPTConfig, T: int) -> float:
+    """Training FLOPs per token at sequence length T (PaLM, arXiv 2204.02311, App. B; nanoGPT's
+    estimate_mfu). Weights: 6 per parameter per token (2 forward, 4 backward), counting every
+    matrix the token passes through -- the head included, the input embedding (a lookup) not.
+    Attention scores and their use, q·k and p·v: 12·L·d·T forward+backward per token with every
+    key visited; a causal kernel skips the masked half, so 6·L·d·T (what ours and SDPA's run)."""
+    d, L = cfg.n_embd, cfg.n_layer
+    per_layer = 3 * d * d + d * d + 2 * 4 * d * d      # qkv, output projection, MLP in and out
+    n = L * per_layer + d * cfg.vocab_size              # + the head (untied)
+    return 6 * n + 6 * L * d * T
+
+
+# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; MFU is
+# printed only for these devices (on anything else we do not know the denominator).
+PEAK_BF16_TFLOPS = {"A100": 312, "H100": 989, "H200": 989}
+
+
+def peak_flops(device) -> float | None:
+    """The bf16 peak of a CUDA device in FLOP/s, or None if unknown (CPU, MPS, other GPUs)."""
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((tf * 1e12 for key, tf in PEAK_BF16_TFLOPS.items() if key in name), None)

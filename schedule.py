@@ -50,6 +50,8 @@ def parse_ratios(text: Optional[str], n_stages: int) -> List[float]:
     if any(not math.isfinite(r) or r <= 0 for r in ratios):
         raise ScheduleError(f"--ratios {text!r}: every ratio must be a positive number")
     total = sum(ratios)
+    if not math.isfinite(total):
+        raise ScheduleError(f"--ratios {text!r}: the ratios must add up to a finite number")
     return [r / total for r in ratios]
 
 
@@ -72,7 +74,13 @@ def micro_batch(batch: int, seq_len: int, micro_tokens: Optional[int]) -> int:
     A divisor, so every micro-batch of a stage has one shape (one compile) and every
     sequence weighs the same in the accumulated gradient."""
     cap = batch if micro_tokens is None else max(1, micro_tokens // seq_len)
-    return max(m for m in range(1, batch + 1) if batch % m == 0 and m <= cap)
+    return max(d for d in divisors(batch) if d <= cap)
+
+
+def divisors(n: int) -> List[int]:
+    """Every divisor of n, ascending; O(sqrt n), so a huge batch never stalls the stage table."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}

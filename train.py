@@ -16,10 +16,11 @@ import argparse
 import json
 import math
 import os
+import fcntl
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -29,7 +30,7 @@ import torch.distributed as dist
 
 import data as datalib
 import schedule as sched
-from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, make_config
+from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, flops_per_token, make_config, peak_flops
 
 
 class UserError(Exception):
@@ -49,7 +50,7 @@ class TrainConfig:
     budget: Optional[str] = None
     max_tokens: Optional[int] = None
     tokens_per_step: int = 8192
-    micro_batch_tokens: Optional[int] = None
+    micro_batch_tokens: object = "auto"        # "auto" or a number of tokens
     preset: str = "tiny"
     data: str = "shakespeare"
     tokenizer: str = "byte"
@@ -78,13 +79,25 @@ DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 min
 # Changing these on --resume would make a different run, not a continuation of this one.
 FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer")
 CKPT_FORMAT = "growlength-2"
+# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory, 130 Ctrl-C before training.
+EXIT_USER, EXIT_NAN, EXIT_OOM, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (not the usage block) and exit code 2."""
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
+        # Under torchrun every rank parses the same flags: one of them says so.
+        self.exit(2, f"error: {message} (see --help)\n" if os.environ.get("RANK", "0") == "0" else None)
+
+
+def auto_or_tokens(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of tokens, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs")
     a("--tokens-per-step", type=int,
       help=f"tokens per optimizer step, constant across stages; batch = this // seq_len (default {d.tokens_per_step})")
-    a("--micro-batch-tokens", type=int,
-      help="tokens per forward/backward (gradient accumulation above it); default: the whole step")
+    a("--micro-batch-tokens", type=auto_or_tokens,
+      help="tokens per forward/backward (gradient accumulation above it); default auto: on a GPU the "
+      "largest that fits, found per stage before the clock starts; elsewhere the whole step")
     a("--preset", choices=list(PRESETS), help=f"model size (default {d.preset})")
     a("--data", help=f"'{d.data}', a prepared folder, or a text file/folder (default {d.data})")
     a("--tokenizer", choices=datalib.TOKENIZERS, help=f"(default {d.tokenizer})")
@@ -132,6 +146,40 @@ def parse_config(argv=None):
     """-> (config, names of the flags given explicitly); on --resume the saved config is the base."""
     given = vars(build_parser().parse_args(argv))
     return TrainConfig(**given), set(given)
+
+
+def check_config(cfg: TrainConfig):
+    """Flags that argparse's types let through but that would silently mean something else
+    (written so that NaN fails every check: comparisons with NaN are False)."""
+    checks = [
+        (cfg.lr is None or (math.isfinite(cfg.lr) and cfg.lr > 0), f"--lr {cfg.lr}: must be a positive number"),
+        (0.0 <= cfg.min_lr_ratio <= 1.0, f"--min-lr-ratio {cfg.min_lr_ratio}: must be in [0, 1]"),
+        (0.0 <= cfg.warmup < 1.0, f"--warmup {cfg.warmup}: must be in [0, 1), a share of the budget"),
+        (0.0 <= cfg.weight_decay < math.inf, f"--weight-decay {cfg.weight_decay}: must be >= 0"),
+        (0.0 <= cfg.grad_clip < math.inf, f"--grad-clip {cfg.grad_clip}: must be >= 0 (0: off)"),
+        (0 <= cfg.seed < 2 ** 63, f"--seed {cfg.seed}: must be in 0 .. 2**63-1"),
+        (str(cfg.data).strip() != "", "--data '': give 'shakespeare', a prepared folder, or a text file/folder"),
+        (cfg.eval_tokens > 0, f"--eval-tokens {cfg.eval_tokens}: must be positive"),
+        (cfg.sample_tokens >= 0, f"--sample-tokens {cfg.sample_tokens}: must be >= 0"),
+    ] + [(0.0 <= getattr(cfg, f"{name}_interval") < math.inf, f"--{name}-interval: must be seconds >= 0")
+         for name in ("eval", "log", "ckpt")]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def check_memory(plan: sched.Plan, eval_lengths, mcfg):
+    """Absurd lengths or batch sizes fail here in one line, not in an allocation that takes
+    the machine down: RoPE tables (cos and sin, per layer, up to the next power of two) and
+    one micro-batch of token ids, against the machine's memory."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    longest = max([st.seq_len for st in plan.stages] + eval_lengths)
+    tables = 2 * 4 * int(mcfg.head_dim * mcfg.rotary_pct) * mcfg.n_layer * 2 ** math.ceil(math.log2(longest))
+    ids = max(st.micro_batch * (st.seq_len + 1) for st in plan.stages) * 8 * 2     # x and y, int64
+    for what, size in (("the RoPE tables for length " + str(longest), tables), ("one micro-batch of token ids", ids)):
+        if size > total // 4:
+            raise UserError(f"{what} would take {size / 2 ** 30:.1f} GiB of this machine's "
+                            f"{total / 2 ** 30:.0f} GiB: choose shorter lengths or fewer tokens per step")
 
 
 def merge_resumed(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
@@ -243,6 +291,37 @@ def mean_over_ranks(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return t
 
 
+def agree(ranks: Ranks, fn, *args):
+    """fn(*args) on this rank (None: nothing to do here), then a collective: if it failed on any
+    rank, every rank stops with the first failure, so no rank waits forever for one that quit
+    and the error is printed once (by rank 0, naming the rank it came from)."""
+    result, error = None, None
+    try:
+        result = fn(*args) if fn is not None else None
+    except USER_ERRORS as e:
+        error = e
+    if ranks.world == 1:
+        if error is not None:
+            raise error
+        return result
+    errors = [None] * ranks.world
+    dist.all_gather_object(errors, None if error is None else str(error))
+    failed = [(r, msg) for r, msg in enumerate(errors) if msg is not None]
+    if failed:
+        r, msg = failed[0]
+        raise UserError(msg if r == 0 else f"rank {r}: {msg}")
+    return result
+
+
+def share_from_rank0(obj, ranks: Ranks):
+    """Rank 0's value of a small picklable object (the run folder's name, say) on every rank."""
+    if ranks.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_generators(gen: torch.Generator, ranks: Ranks) -> list:
     """Every rank's data-RNG state, so a resumed run draws exactly the windows it would have."""
     if ranks.world == 1:
@@ -279,16 +358,18 @@ def make_plan(cfg: TrainConfig, world: int):
     lengths = sched.parse_schedule(cfg.schedule)
     budget_s = sched.parse_duration(cfg.budget) if cfg.budget is not None else None
     plan = sched.Plan.make(lengths, sched.parse_ratios(cfg.ratios, len(lengths)), cfg.tokens_per_step,
-                           budget_s, cfg.max_tokens, world, cfg.micro_batch_tokens)
+                           budget_s, cfg.max_tokens, world,
+                           None if cfg.micro_batch_tokens == "auto" else cfg.micro_batch_tokens)
     return plan, sched.parse_eval_lengths(cfg.eval_lengths, lengths)
 
 
 def load_data(cfg: TrainConfig, ranks: Ranks) -> datalib.TokenData:
-    """Rank 0 prepares the corpus on first use; the others wait, then find it prepared."""
-    if ranks.master:
-        datalib.resolve(cfg.data, cfg.tokenizer)
-    if ranks.world > 1:
-        dist.barrier()
+    """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective)."""
+    agree(ranks, datalib.resolve if ranks.master else None, cfg.data, cfg.tokenizer)
+    return agree(ranks, open_data, cfg)
+
+
+def open_data(cfg: TrainConfig) -> datalib.TokenData:
     folder = datalib.resolve(cfg.data, cfg.tokenizer)
     data = datalib.TokenData(folder)
     if data.tokenizer != cfg.tokenizer:
@@ -344,16 +425,100 @@ def wrap_for_training(model, cfg: TrainConfig, ranks: Ranks, device: str):
     return train_model
 
 
-def make_run_folder(cfg: TrainConfig, ranks: Ranks) -> Path:
-    out = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if not cfg.resume and (out / "ckpt.pt").exists():
-        raise UserError(f"--out {out} already holds a run; use --resume {out} or another --out")
-    if ranks.master:
+class RunFolder:
+    """The run's folder, owned by one live run: an exclusive flock on its `.lock` file. The
+    kernel drops the lock when the process dies, so a run killed with -9 leaves none behind."""
+
+    def __init__(self, path: Path, created: bool, lock):
+        self.path, self.created, self.lock = path, created, lock
+
+    @staticmethod
+    def claim(cfg: TrainConfig, ckpt_step: Optional[int]) -> "RunFolder":
+        path, created = RunFolder.make(cfg.out)
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            lock = open(path / ".lock", "a+")
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"--out {path} is in use by another run (pid {(path / '.lock').read_text().strip()})") from None
+        except OSError as e:
+            raise UserError(f"--out {path}: cannot use the folder ({e.strerror})") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        folder = RunFolder(path, created, lock)
+        try:
+            folder.check_history(ckpt_step)
+        except BaseException:
+            folder.release()
+            raise
+        return folder
+
+    @staticmethod
+    def make(out: Optional[str]):
+        """(path, created): --out as given, or a new runs/<timestamp>[-n] nobody else has."""
+        try:
+            if out:
+                path = Path(out)
+                created = not path.exists()
+                path.mkdir(parents=True, exist_ok=True)
+                return path, created
+            stamp = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+            for n in range(1, 1000):
+                path = stamp if n == 1 else Path(f"{stamp}-{n}")
+                try:
+                    path.mkdir(parents=True)       # exclusive: two runs in one second get two folders
+                    return path, True
+                except FileExistsError:
+                    continue
+            raise UserError(f"{stamp}: too many runs started this second")
         except OSError as e:
             raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    return out
+
+    def check_history(self, ckpt_step: Optional[int]):
+        """metrics.jsonl must tell the story of the checkpoint: a fresh run needs a fresh folder,
+        and a resumed one forgets the records a crash left after its checkpoint."""
+        metrics, ckpt = self.path / "metrics.jsonl", self.path / "ckpt.pt"
+        if ckpt_step is None and ckpt.exists():
+            raise UserError(f"--out {self.path} already holds a run; use --resume {self.path} or another --out")
+        if ckpt_step is None and metrics.exists():
+            raise UserError(f"--out {self.path} holds a metrics.jsonl but no checkpoint (an earlier run that "
+                            f"never checkpointed?): remove it or choose another --out")
+        if ckpt_step is not None and metrics.is_file():
+            truncate_metrics(metrics, ckpt_step)
+
+    def release(self):
+        self.lock.close()
+
+    def discard_if_unused(self):
+        """An error before training: leave no folder behind if this run made it."""
+        self.release()
+        if self.created:
+            for name in (".lock", "metrics.jsonl"):
+                (self.path / name).unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+
+
+def truncate_metrics(path: Path, step: int):
+    """Keep the records up to the checkpoint's step (and any whole line without one); a
+    half-written last line from a crash goes too. Rewritten atomically."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read it ({e})") from None
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step and line.endswith("\n"):
+            kept.append(line)
+    if len(kept) != len(lines):
+        with datalib.atomic_write(path, "w") as f:
+            f.writelines(kept)
 
 
 @dataclass
@@ -373,63 +538,159 @@ class Run:
     gen: torch.Generator
     out: Path
     metrics: "Metrics"
+    wall: "WallTime"
+    peak_flops: Optional[float]     # the device's bf16 peak, for MFU; None where unknown
 
     def sync(self):
         """CUDA runs ahead of Python: wait for it before reading the clock."""
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    def mfu(self, tokens_per_s: float, seq_len: int) -> Optional[float]:
+        if self.peak_flops is None:
+            return None
+        return tokens_per_s * flops_per_token(self.model.cfg, seq_len) / (self.peak_flops * self.ranks.world)
+
 
 def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict]):
-    """Everything a run needs, checked before anything is written -> (Run, TrainState)."""
+    """Everything a run needs -> (Run, TrainState, RunFolder). Every check that can fail runs
+    before the run folder is claimed, so a mistake leaves nothing on disk."""
     if cfg.budget is None and cfg.max_tokens is None:
         cfg.budget = DEFAULT_BUDGET
+    check_config(cfg)
     device = pick_device(cfg.device, ranks.local_rank)
     dtype = pick_dtype(cfg.dtype, device)
     cfg.attn = cfg.attn or ("triton" if device.startswith("cuda") else "sdpa")
     if cfg.attn == "triton" and not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
         raise UserError("--attn triton needs a CUDA device (or TRITON_INTERPRET=1 to run the kernel slowly on CPU)")
     plan, eval_lengths = make_plan(cfg, ranks.world)
-    out = make_run_folder(cfg, ranks)
+    check_memory(plan, eval_lengths, make_config(cfg.preset))
     data = load_data(cfg, ranks)
+    check_lengths(data, plan, eval_lengths)
     model, opt = build_model(cfg, data.vocab_size, device, ckpt)
     state, gen = start_state(cfg, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
+    folder = agree(ranks, RunFolder.claim if ranks.master else None, cfg, ckpt["state"].step if ckpt else None)
+    out = Path(share_from_rank0(str(folder.path) if folder else None, ranks))
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
-    metrics = Metrics(out / "metrics.jsonl" if ranks.master else None)
     run = Run(cfg, ranks, device, dtype, autocast, plan, eval_lengths, data, model,
-              wrap_for_training(model, cfg, ranks, device), opt, gen, out, metrics)
-    return run, state
+              wrap_for_training(model, cfg, ranks, device), opt, gen, out,
+              Metrics(out / "metrics.jsonl" if ranks.master else None), WallTime(state.elapsed_s), peak_flops(device))
+    return run, state, folder
 
 
-def announce(run: Run, state: TrainState, resumed: bool):
-    """The header: device, model, data, resolved config, the stage table (and the config record)."""
-    if not run.ranks.master:
-        return
-    cfg, model, data = run.cfg, run.model, run.data
-    print(f"device {run.device} ({run.ranks.world} rank{'s' if run.ranks.world > 1 else ''}) | dtype {str(run.dtype)[6:]} | "
-          f"attn {cfg.attn} | {cfg.preset}: {model.num_params() / 1e6:.2f}M params | data {data.folder} "
-          f"({data.meta['train_tokens']:,} train tokens, {data.tokenizer})")
-    print("config " + json.dumps(asdict(cfg)))
-    print(run.plan.table())
-    if resumed:
-        print(f"resuming at step {state.step}: {state.elapsed_s:.1f}s trained, {state.tokens:,} tokens")
-    else:
-        run.metrics.write("config", **asdict(cfg), model=model.cfg.shape(), params=model.num_params(),
-                          resolved_device=run.device, world_size=run.ranks.world)
+def check_lengths(data: datalib.TokenData, plan: sched.Plan, eval_lengths):
+    """A window is T+1 tokens: every stage must fit the training split, every eval length the validation split."""
+    for split, longest, what in (("train", plan.stages[-1].seq_len, "stage length"),
+                                 ("val", max(eval_lengths), "eval length")):
+        n = len(data.splits[split])
+        if n < longest + 1:
+            raise UserError(f"{data.folder}: the {split} split has {n:,} tokens, fewer than one window "
+                            f"at {what} {longest}; use a larger corpus or shorter lengths")
 
 
-def warm_up(run: Run):
-    """Compile / autotune every stage length now, outside the budget (modded-nanogpt does the same):
-    one forward+backward at each stage's micro-batch shape, gradients thrown away."""
-    if not (run.cfg.compile or run.device.startswith("cuda")):
-        return
-    rng = torch.Generator().manual_seed(0)
+def announce(run: Run, state: TrainState):
+    """The header before warm-up: device, model, data and the resolved config."""
+    if run.ranks.master:
+        cfg, model, data = run.cfg, run.model, run.data
+        print(f"device {run.device} ({run.ranks.world} rank{'s' if run.ranks.world > 1 else ''}) | dtype {str(run.dtype)[6:]} | "
+              f"attn {cfg.attn} | {cfg.preset}: {model.num_params() / 1e6:.2f}M params | data {data.folder} "
+              f"({data.meta['train_tokens']:,} train tokens, {data.tokenizer})")
+        print("config " + json.dumps(asdict(cfg)))
+        if state.step:
+            print(f"resuming at step {state.step}: {state.elapsed_s:.1f}s trained, {state.tokens:,} tokens")
+
+
+def announce_plan(run: Run, resumed: bool):
+    """The stage table (with the micro-batches warm-up settled on), and the config record."""
+    if run.ranks.master:
+        print(run.plan.table())
+        if not resumed:
+            run.metrics.write("config", **asdict(run.cfg), model=run.model.cfg.shape(), params=run.model.num_params(),
+                              resolved_device=run.device, world_size=run.ranks.world,
+                              micro_batches={str(st.seq_len): st.micro_batch for st in run.plan.stages})
+
+
+def oom_possible(device: str) -> bool:
+    """Only CUDA reports running out of memory as an exception we can catch and retry;
+    on CPU or MPS the first sign is the OS killing the process."""
+    return device.startswith("cuda")
+
+
+def warm_up(run: Run) -> sched.Plan:
+    """Before the clock starts, at every stage length: with --micro-batch-tokens auto on a GPU,
+    find the largest micro-batch that fits; compile and autotune that shape (modded-nanogpt
+    warms every stage the same way), so neither costs training time. -> the plan to train."""
+    probe = run.cfg.micro_batch_tokens == "auto" and oom_possible(run.device)
+    if not (probe or run.cfg.compile or run.device.startswith("cuda")):
+        return run.plan
+    micro = []
     for st in run.plan.stages:
-        x = torch.randint(run.model.cfg.vocab_size, (st.micro_batch, st.seq_len + 1), generator=rng).to(run.device)
-        with run.autocast:
-            _, loss = run.train_model(x[:, :-1], x[:, 1:])
-        loss.backward()
+        t0 = time.perf_counter()
+        m = fit_micro_batch(run, st) if probe else st.micro_batch
+        if not probe:
+            warm_step(run, m, st.seq_len)
+        micro.append(m)
+        if run.ranks.master:
+            print(f"warm-up T={st.seq_len}: micro-batch {m} x {st.seq_len}, {time.perf_counter() - t0:.1f} s", flush=True)
+    if run.ranks.world > 1:     # every rank runs the same shapes: the smallest that fits everywhere
+        t = torch.tensor(micro, device=run.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        micro = t.tolist()
+    return run.plan.with_micro_batches(micro)
+
+
+def fit_micro_batch(run: Run, stage: sched.Stage) -> int:
+    """The largest divisor of the per-rank batch whose training step fits in memory: the whole
+    batch first, halved while it does not fit, then bisected between the last size that failed
+    and the first that fit. Each try costs a compile, so few tries. While trying, a buffer the
+    size of AdamW's state (two fp32 moments per parameter) stands in for the optimizer state
+    the first real step allocates, with a 5% margin for the allocator."""
+    per_rank = stage.batch_size // run.ranks.world
+    reserve = (8 * run.model.num_params() if not run.opt.state else 0) + int(0.05 * device_memory(run.device))
+    sizes = sched.divisors(per_rank)
+    m, failed = per_rank, per_rank + 1
+    while not try_step(run, m, stage.seq_len, reserve):
+        if m == 1:
+            raise UserError(f"stage T={stage.seq_len}: not even one sequence fits in GPU memory; "
+                            f"use a smaller --preset or shorter --schedule lengths")
+        m, failed = max(d for d in sizes if d <= m // 2), m
+    between = [d for d in sizes if m < d < failed]
+    while between:
+        mid = between[len(between) // 2]
+        if try_step(run, mid, stage.seq_len, reserve):
+            m, between = mid, [d for d in between if d > mid]
+        else:
+            between = [d for d in between if d < mid]
+    return m        # compiled and autotuned already: its try was a real forward and backward
+
+
+def device_memory(device: str) -> int:
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory if device.startswith("cuda") else 0
+
+
+def try_step(run: Run, m: int, T: int, reserve_bytes: int) -> bool:
+    reserve, fits = None, True
+    try:
+        reserve = torch.empty(reserve_bytes, dtype=torch.uint8, device=run.device)
+        warm_step(run, m, T)
+    except torch.OutOfMemoryError:
+        fits = False
+    del reserve
+    run.model.zero_grad(set_to_none=True)
+    if run.device.startswith("cuda"):
+        torch.cuda.empty_cache()     # give back what the failed try took before the next one
+    return fits
+
+
+def warm_step(run: Run, m: int, T: int):
+    """Forward and backward on random tokens at (m, T): compiles, autotunes and allocates as
+    a real step would. Runs the model without DDP, so no rank waits on another while probing."""
+    model = run.train_model.module if run.ranks.world > 1 else run.train_model
+    x = torch.randint(run.model.cfg.vocab_size, (m, T + 1), device=run.device)
+    with run.autocast:
+        _, loss = model(x[:, :-1], x[:, 1:])
+    loss.backward()
     run.model.zero_grad(set_to_none=True)
 
 
@@ -465,15 +726,52 @@ def set_lr(opt, progress: float, cfg: TrainConfig) -> float:
 
 
 class Metrics:
-    """metrics.jsonl: one JSON record a line, appended and flushed (a crash loses at most one)."""
+    """metrics.jsonl: one JSON record a line, appended and flushed. A line is written whole or
+    not at all: if the disk fills mid-line, the file is cut back to where it was."""
 
     def __init__(self, path: Optional[Path]):
-        self.file = open(path, "a") if path else None
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
 
     def write(self, kind: str, **record):
-        if self.file:
-            self.file.write(json.dumps({"kind": kind, **record}) + "\n")
-            self.file.flush()
+        if self.fd is None:
+            return
+        line = (json.dumps({"kind": kind, **record}) + "\n").encode()
+        size = os.fstat(self.fd).st_size
+        try:
+            written = os.write(self.fd, line)
+            if written != len(line):
+                raise OSError(28, "No space left on device")   # a short write: the disk is full
+        except OSError as e:
+            os.ftruncate(self.fd, size)
+            raise datalib.write_failed(self.path, e) from None
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class WallTime:
+    """Where this invocation's wall time went, for the closing line (the budget counts training only)."""
+
+    def __init__(self, trained_before: float):
+        self.start, self.trained_before = time.perf_counter(), trained_before   # a resumed run's earlier training
+        self.parts = {"warm-up": 0.0, "evaluation": 0.0, "checkpointing": 0.0}
+
+    @contextmanager
+    def part(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] += time.perf_counter() - t0
+
+    def line(self, elapsed_s: float) -> str:
+        total, training_s = time.perf_counter() - self.start, elapsed_s - self.trained_before
+        other = total - training_s - sum(self.parts.values())
+        return f"wall time {total:.1f}s: training {training_s:.1f}s, " + \
+            ", ".join(f"{k} {v:.1f}s" for k, v in self.parts.items()) + f", other {other:.1f}s"
 
 
 class Interval:
@@ -499,14 +797,15 @@ class LogWindow:
         stage, n = run.plan.stages[stage_idx], len(run.plan.stages)
         now, loss = state.elapsed_s, sum(self.losses) / len(self.losses)
         tps = (state.tokens - self.tokens) / max(now - self.time, 1e-9)
+        mfu = run.mfu(tps, stage.seq_len)
         run.metrics.write("train", step=state.step, elapsed_s=round(now, 3), tokens=state.tokens,
                           seq_len=stage.seq_len, batch_size=stage.batch_size, loss=round(loss, 6),
-                          lr=lr, tokens_per_s=round(tps, 1))
+                          lr=lr, tokens_per_s=round(tps, 1), **({"mfu": round(mfu, 4)} if mfu is not None else {}))
         budget = run.plan.budget_s
         of = f"{budget:.0f}s" if budget else f"{run.plan.max_tokens / 1e6:.2f}M tok"
         print(f"stage {stage_idx + 1}/{n} T={stage.seq_len:5d} B={stage.batch_size:4d} | step {state.step:5d} | "
-              f"loss {loss:.4f} | lr {lr:.2e} | {tps / 1e3:6.1f}k tok/s | "
-              f"{now:6.1f}s {state.tokens / 1e6:.2f}M tok / {of}")
+              f"loss {loss:.4f} | lr {lr:.2e} | {tps / 1e3:6.1f}k tok/s" + (f" | mfu {mfu:.1%}" if mfu is not None else "") +
+              f" | {now:6.1f}s {state.tokens / 1e6:.2f}M tok / {of}")
         self.tokens, self.time, self.losses = state.tokens, now, []
 
 
@@ -540,7 +839,9 @@ class Evaluator:
         fresh = state.step != self.step
         if fresh:
             self.step = state.step
-            self.losses = evaluate(run.model, run.data, run.eval_lengths, run.cfg.eval_tokens, run.device, run.autocast)
+            with run.wall.part("evaluation"):
+                self.losses = evaluate(run.model, run.data, run.eval_lengths, run.cfg.eval_tokens,
+                                       run.device, run.autocast)
         run.metrics.write("eval", step=state.step, elapsed_s=round(state.elapsed_s, 3), tokens=state.tokens,
                           reason=reason, loss=self.losses)
         if fresh:
@@ -551,10 +852,11 @@ class Evaluator:
 
 def checkpoint(run: Run, state: TrainState):
     """Gather every rank's data RNG (a collective: all ranks call this), rank 0 writes."""
-    state.data_rng = gather_generators(run.gen, run.ranks)
-    state.torch_rng = torch.get_rng_state()
-    if run.ranks.master:
-        save_checkpoint(run.out / "ckpt.pt", run.cfg, run.model, run.opt, state)
+    with run.wall.part("checkpointing"):
+        state.data_rng = gather_generators(run.gen, run.ranks)
+        state.torch_rng = torch.get_rng_state()
+        if run.ranks.master:
+            save_checkpoint(run.out / "ckpt.pt", run.cfg, run.model, run.opt, state)
 
 
 class StopRequest:
@@ -588,17 +890,28 @@ def train(argv=None) -> int:
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     if ckpt is not None:
         cfg = merge_resumed(cfg, explicit, ckpt)
-    run, state = build(cfg, ranks, ckpt)
-    announce(run, state, resumed=ckpt is not None)
-    warm_up(run)
-    evaluate_now = Evaluator(run)
-    stop = StopRequest(cfg.stop_at_step)
+    run, state, folder = build(cfg, ranks, ckpt)
+    stop = None
     try:
+        announce(run, state)
+        with run.wall.part("warm-up"):
+            run.plan = warm_up(run)
+        announce_plan(run, resumed=ckpt is not None)
+        evaluate_now = Evaluator(run)
         if ckpt is None:
             evaluate_now(state, "start")
+        stop = StopRequest(cfg.stop_at_step)   # from here on, Ctrl-C stops after a step, with a checkpoint
         return train_loop(run, state, evaluate_now, stop)
+    except BaseException:
+        if folder is not None and state.step == 0 and stop is None:
+            folder.discard_if_unused()         # failed before training: leave nothing behind
+        raise
     finally:
-        stop.restore()
+        if stop is not None:
+            stop.restore()
+        run.metrics.close()
+        if folder is not None:
+            folder.release()
 
 
 def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopRequest) -> int:
@@ -629,7 +942,10 @@ def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopR
 
         # 2. train: one optimizer step; the clock keeps running through it.
         t0 = clock.elapsed()
-        loss = train_step(run, stage)
+        try:
+            loss = train_step(run, stage)
+        except torch.OutOfMemoryError:
+            return report_out_of_memory(run, state, i)
         if not math.isfinite(loss):
             return report_non_finite(run, state, loss, stage, lr)
         run.sync()
@@ -669,13 +985,26 @@ def begin_stage(run: Run, state: TrainState, i: int):
               f"x {stage.seq_len} = {run.cfg.tokens_per_step} tokens/step")
 
 
+def last_checkpoint_note(run: Run) -> str:
+    return f"the last checkpoint in {run.out} is intact" if (run.out / "ckpt.pt").exists() \
+        else "no checkpoint was written yet"
+
+
 def report_non_finite(run: Run, state: TrainState, loss: float, stage: sched.Stage, lr: float) -> int:
-    if run.ranks.master:
-        kept = f"The last good checkpoint in {run.out} is kept." if (run.out / "ckpt.pt").exists() \
-            else "No checkpoint was written yet."
+    if run.ranks.master:     # the loss is averaged over ranks: every rank sees the same NaN
         print(f"error: loss is {loss} at step {state.step + 1} (T={stage.seq_len}, lr {lr:.2e}); "
-              f"stopping. {kept}", file=sys.stderr)
-    return 3
+              f"stopping; {last_checkpoint_note(run)}", file=sys.stderr)
+    return EXIT_NAN
+
+
+def report_out_of_memory(run: Run, state: TrainState, i: int) -> int:
+    """Printed by the rank that ran out (another process may have taken memory on its GPU)."""
+    stage, who = run.plan.stages[i], f"rank {run.ranks.rank}: " if run.ranks.world > 1 else ""
+    tokens = stage.micro_batch * stage.seq_len
+    print(f"error: {who}out of GPU memory at step {state.step + 1} (stage {i + 1}, T={stage.seq_len}, micro-batch "
+          f"{stage.micro_batch} x {stage.seq_len} = {tokens} tokens); lower --micro-batch-tokens "
+          f"(e.g. {max(stage.seq_len, tokens // 2)}) or free the GPU; {last_checkpoint_note(run)}", file=sys.stderr)
+    return EXIT_OOM
 
 
 def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopRequest) -> int:
@@ -683,42 +1012,69 @@ def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopReque
     if stop(state.step):
         checkpoint(run, state)
         if run.ranks.master:
+            launcher = "python" if run.ranks.world == 1 else f"torchrun --nproc_per_node={run.ranks.world}"
             print(f"stopped ({stop.reason()}) at step {state.step} after {state.elapsed_s:.1f}s of training; "
-                  f"checkpoint in {run.out}.\nresume with: python train.py --resume {run.out}")
+                  f"checkpoint in {run.out}.\nresume with: {launcher} train.py --resume {run.out}")
         return 0
     final = evaluate_now(state, "end")
     checkpoint(run, state)
     if run.ranks.master:
-        print_summary(state, final, run.out)
+        print_summary(run, state, final)
         if run.cfg.sample_tokens > 0:
+            # The run is saved: from here a signal stops the sampling (as KeyboardInterrupt), nothing else.
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.default_int_handler)
             print_sample(run)
     return 0
 
 
-def print_summary(state: TrainState, final: dict, out: Path):
+def print_summary(run: Run, state: TrainState, final: dict):
     print(f"done: {state.step} steps, {state.tokens:,} tokens, {state.elapsed_s:.1f}s of training. Per stage:")
-    print("  seq_len   steps      tokens   train_s   tokens/s")
+    mfu_head = "     mfu" if run.peak_flops else ""
+    print("  seq_len   steps      tokens   train_s   tokens/s" + mfu_head)
     for T, s in state.stage_stats.items():
-        print(f"  {int(T):7d} {s['steps']:7d} {s['tokens']:11,} {s['seconds']:9.1f} {s['tokens'] / max(s['seconds'], 1e-9):10.0f}")
+        tps = s["tokens"] / max(s["seconds"], 1e-9)
+        mfu = run.mfu(tps, int(T))
+        print(f"  {int(T):7d} {s['steps']:7d} {s['tokens']:11,} {s['seconds']:9.1f} {tps:10.0f}" +
+              (f" {mfu:7.1%}" if mfu is not None else ""))
     print("final val loss (nats/token): " + "  ".join(f"T={k} {v:.4f}" for k, v in final.items()))
-    print(f"wrote {out / 'ckpt.pt'} and {out / 'metrics.jsonl'}")
+    print(run.wall.line(state.elapsed_s))
+    print(f"wrote {run.out / 'ckpt.pt'} and {run.out / 'metrics.jsonl'}")
 
 
 def print_sample(run: Run):
     tok = datalib.get_tokenizer(run.cfg.tokenizer)
     torch.manual_seed(run.cfg.seed)
     prompt = torch.tensor([tok.encode("\n")], device=run.device)
-    with run.autocast:
-        ids = run.model.eval().generate(prompt, run.cfg.sample_tokens, temperature=0.8, top_k=200)
+    try:
+        with run.autocast:
+            ids = run.model.eval().generate(prompt, run.cfg.sample_tokens, temperature=0.8, top_k=200)
+    except KeyboardInterrupt:
+        print("--- sample interrupted ---")
+        return
     print("--- sample ---\n" + tok.decode(ids[0].tolist()))
 
 
 def main(argv=None) -> int:
+    """train(), with every way it can fail ending in one line and an exit code."""
+    master = os.environ.get("RANK", "0") == "0"
     try:
         code = train(argv)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
+        # Checks give the same answer on every rank, and `agree` names a single failing rank:
+        # rank 0 speaks for all.
+        if master:
+            print(f"error: {e}", file=sys.stderr)
+        code = EXIT_USER
+    except KeyboardInterrupt:
+        print("error: interrupted before training started; nothing was trained", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except torch.OutOfMemoryError:
+        print("error: out of GPU memory outside a training step (evaluation?); lower --eval-tokens "
+              "or free the GPU", file=sys.stderr)
+        code = EXIT_OOM
+    except dist.DistError:
+        code = 1        # another rank failed and said why; this one stops quietly
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     return code
