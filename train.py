@@ -403,15 +403,17 @@ def build_model(cfg: TrainConfig, vocab_size: int, device: str, ckpt: Optional[d
 
 def start_state(cfg: TrainConfig, ckpt: Optional[dict], ranks: Ranks):
     """(TrainState, this rank's data generator): fresh, or exactly where the checkpoint left off."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + ranks.rank)   # each rank draws its own windows
+    seed = (cfg.seed * 1000 + ranks.rank) % 2 ** 64       # each rank draws its own windows
+    gen = torch.Generator().manual_seed(seed)
     if ckpt is None:
         return TrainState(), gen
     state = ckpt["state"]
     if len(state.data_rng) == ranks.world:     # same world size: continue every rank's stream exactly
         gen.set_state(state.data_rng[ranks.rank])
     else:
-        gen.manual_seed(cfg.seed * 1000 + ranks.rank + 7919 * state.step)
-    torch.set_rng_state(state.torch_rng)
+        gen.manual_seed((seed + 7919 * state.step) % 2 ** 64)
+    if state.torch_rng is not None:
+        torch.set_rng_state(state.torch_rng)
     return state, gen
 
 
