@@ -19,7 +19,8 @@ import torch
 import triton
 
 from kernels import attention
-from kernels.attention import attention_ref, flash_attention
+from kernels.attention import flash_attention
+from kernels.reference import attention_ref
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 # Interpreted kernels run on CPU tensors; compiled ones need CUDA tensors.
