@@ -245,7 +245,7 @@ def test_views_of_fused_qkv(T, D, dtype):
 def test_every_input_with_its_own_strides():
     # q contiguous (B, H, T, D); k a transposed (B, T, H, D); v a slice with gaps of a wider
     # tensor; v's last dim not contiguous (copied by flash_attention); dO transposed.
-    B, H, T, D = 2, 2, 100, 16
+    B, H, T, D = 2, 3, 100, 16  # H != 2: k's time stride (H*D) differs from v's (2D)
     q, k, v, do = make_inputs(B, H, T, D, F32, seed=21)
     k_src = k.transpose(1, 2).contiguous()                            # (B, T, H, D) memory
     v_src = torch.cat([v, torch.randn_like(v)], dim=-1)               # (B, H, T, 2D) memory
@@ -280,6 +280,26 @@ def test_custom_ops_pass_opcheck():
     do = torch.randn(B, T, H, D).to(DEVICE).transpose(1, 2)
     torch.library.opcheck(torch.ops.growlength.flash_attn_bwd.default,
                           (do, q, k, v, o, lse, True, 0.25))
+
+
+def test_fake_outputs_have_the_real_strides():
+    # torch.compile plans every op after attention from the fake implementations' strides
+    # (opcheck compares only shapes and dtypes), so they must match what the kernels write.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    B, H, T, D = 1, 2, 20, 16
+    qkv = torch.randn(B, T, H, 3 * D).to(DEVICE)
+    q, k, _ = fused_qkv_views(qkv, D)
+    v = torch.randn(B, H, T, D).to(DEVICE)                             # contiguous: the other layout
+    o, lse = torch.ops.growlength.flash_attn_fwd(q, k, v, True, 0.25)
+    do = torch.randn_like(o)
+    real = (o, lse, *torch.ops.growlength.flash_attn_bwd(do, q, k, v, o, lse, True, 0.25))
+    with FakeTensorMode() as mode:
+        fq, fk, fv, fdo = (mode.from_tensor(t) for t in (q, k, v, do))
+        fo, flse = torch.ops.growlength.flash_attn_fwd(fq, fk, fv, True, 0.25)
+        fake = (fo, flse, *torch.ops.growlength.flash_attn_bwd(fdo, fq, fk, fv, fo, flse, True, 0.25))
+    for name, r, f in zip(("o", "lse", "dq", "dk", "dv"), real, fake):
+        assert (f.shape, f.stride(), f.dtype) == (r.shape, r.stride(), r.dtype), name
+    assert real[0].stride() != real[4].stride()                        # both layouts were covered
 
 
 def test_fixed_configs_bypass_autotuning(monkeypatch, autotuning):
