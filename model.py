@@ -8,6 +8,10 @@ References: Pythia, https://arxiv.org/abs/2304.01373 ; RoPE, https://arxiv.org/a
 GrowLength needs one thing from the model: no fixed maximum length. RoPE tables are built
 for the longest length seen so far and grown on demand, so a model trained at T=128 can be
 run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1).
+
+Speed, for the GPU: attention reads q, k, v as strided views of the fused qkv projection
+(no layout copies; the Triton kernel writes its output straight in (B, T, C) order), and the
+loss never materialises the whole micro-batch's logits (chunked_cross_entropy).
 """
 import math
 from dataclasses import dataclass
@@ -86,10 +90,11 @@ def apply_rope(x, cos, sin):
 
     Why plain torch: a rotation is a few elementwise ops, and torch.compile fuses them (with
     the concatenations) into one kernel that reads q and k once and writes them once, so
-    the round trips of eager mode disappear without a kernel of our own. RoPE inside the
-    attention kernel would save that one pass too, but would tie the kernel to one RoPE
-    variant and its backward; here the tables stay the Rotary module's business (scaled
-    RoPE variants only build different tables). Not measured on a GPU (see README)."""
+    the round trips of eager mode disappear without a kernel of our own; in eager mode the
+    model at least rotates q and k in one call. RoPE inside the attention kernel would save
+    that one pass too, but would tie the kernel to one RoPE variant and need the backward
+    to rotate dq and dk back; here the tables stay the Rotary module's business (scaled
+    RoPE variants only build different tables). Chosen without a GPU to measure on."""
     rot_dim = cos.shape[-1]
     x_rot, x_pass = x[..., :rot_dim].float(), x[..., rot_dim:]
     x1, x2 = x_rot.chunk(2, dim=-1)
