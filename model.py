@@ -96,7 +96,10 @@ def apply_rope(x, cos, sin):
     to rotate dq and dk back; here the tables stay the Rotary module's business (scaled
     RoPE variants only build different tables). Chosen without a GPU to measure on."""
     rot_dim = cos.shape[-1]
-    x_rot, x_pass = x[..., :rot_dim].float(), x[..., rot_dim:]
+    # split, not two slices: its backward is one concatenation, where each slice's backward
+    # would write a zero-filled gradient of x's full size.
+    x_rot, x_pass = x.split([rot_dim, x.shape[-1] - rot_dim], dim=-1)
+    x_rot = x_rot.float()
     x1, x2 = x_rot.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)                        # rotate_half
     # In fp32: at long T, bf16 angles would blur positions (8 bits of mantissa).
@@ -131,10 +134,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         # NeoX packs q, k, v per head: the projection reads as (B, T, nh, 3, hs).
         qkv = self.query_key_value(x).view(B, T, self.n_head, 3, self.head_dim)
+        qk, v = qkv.split([2, 1], dim=3)   # views (B, T, nh, 2, hs), (B, T, nh, 1, hs); backward: one cat
         cos, sin = self.rotary.tables(T, x.device)                         # (T, rot_dim)
-        qk = apply_rope(qkv[:, :, :, :2], cos[:, None, None], sin[:, None, None])  # (B, T, nh, 2, hs)
-        # Views, not copies: the Triton kernel takes any strides, and so does SDPA.
-        q, k, v = (t.transpose(1, 2) for t in (qk[:, :, :, 0], qk[:, :, :, 1], qkv[:, :, :, 2]))
+        q, k = apply_rope(qk, cos[:, None, None], sin[:, None, None]).unbind(3)  # (B, T, nh, hs) each
+        # (B, nh, T, hs) views, not copies: the Triton kernel takes any strides, and so does SDPA.
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.squeeze(3).transpose(1, 2)
         y = attention(q, k, v, self.cfg.attn)                              # (B, nh, T, hs)
         # The Triton kernel writes y as (B, T, nh, hs) in memory, so this reshape is a free
         # view there; for the other backends it may copy.

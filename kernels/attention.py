@@ -577,6 +577,7 @@ def _setup_context(ctx, inputs, output):
     o, lse = output
     ctx.save_for_backward(q, k, v, o, lse)
     ctx.causal, ctx.sm_scale = causal, sm_scale
+    ctx.set_materialize_grads(False)  # lse's gradient stays None instead of a tensor of zeros
 
 
 def _backward(ctx, do, _dlse):  # lse is not differentiable: its gradient is ignored
