@@ -45,15 +45,15 @@ tensor, and the model's `.view(B, T, C)` after attention is free.
 Custom op. The forward and backward are registered with torch.library as
 `growlength::flash_attn_fwd` / `flash_attn_bwd` (with fake implementations that give
 the output shapes and strides), and the forward's autograd formula is the backward op.
-torch.compile then treats attention as one opaque op and compiles the whole model
-without a graph break; a torch.autograd.Function wrapping Triton calls would break it.
+torch.compile then treats attention as one opaque op, never tracing the Python that
+launches the kernels, and compiles the whole model into one graph.
 
 Limits:
 - head dim D in {16, 32, 64, 128}; dtypes fp32, fp16, bf16 (fp32 uses IEEE fp32
   dots on GPU, not TF32: correct but slow, meant for checking);
 - q, k and v have the same shape (B, H, T, D): no GQA/MQA, no cross-attention with
   different query and key lengths, no KV cache;
-- the log-sum-exp the forward returns beside o is not differentiable;
+- the log-sum-exp the forward op returns beside o is not differentiable;
 - masks: causal or none. No padding mask, no arbitrary mask, no sliding window, no
   attention bias / ALiBi, no dropout;
 - B * H <= 65535 (CUDA grid limit on its second axis);
