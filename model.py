@@ -8,6 +8,10 @@ References: Pythia, https://arxiv.org/abs/2304.01373 ; RoPE, https://arxiv.org/a
 GrowLength needs one thing from the model: no fixed maximum length. RoPE tables are built
 for the longest length seen so far and grown on demand, so a model trained at T=128 can be
 run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1).
+
+Speed, for the GPU: attention reads q, k, v as strided views of the fused qkv projection
+(no layout copies; the Triton kernel writes its output straight in (B, T, C) order), and the
+loss never materialises the whole micro-batch's logits (chunked_cross_entropy).
 """
 import math
 from dataclasses import dataclass
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from kernels.reference import attention_ref
 
 ATTN_BACKENDS = ("triton", "sdpa", "naive")
 
@@ -74,31 +80,39 @@ class Rotary(nn.Module):
         return self._cos[:T], self._sin[:T]
 
     def forward(self, x):  # x: (B, nh, T, hs)
-        T = x.shape[-2]
-        cos, sin = self.tables(T, x.device)
-        x_rot, x_pass = x[..., : self.rot_dim].float(), x[..., self.rot_dim:]
-        x1, x2 = x_rot.chunk(2, dim=-1)
-        rotated = torch.cat((-x2, x1), dim=-1)                    # rotate_half
-        # In fp32: at long T, bf16 angles would blur positions (8 bits of mantissa).
-        x_rot = (x_rot * cos + rotated * sin).to(x.dtype)
-        return torch.cat((x_rot, x_pass), dim=-1)
+        cos, sin = self.tables(x.shape[-2], x.device)             # (T, rot_dim) each
+        return apply_rope(x, cos, sin)
 
 
-def naive_attention(q, k, v):
-    """Causal softmax(q k^T / sqrt(d)) v, spelled out: the readable reference."""
-    T, hs = q.shape[-2], q.shape[-1]
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))       # (B, nh, T, T)
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    att = att.masked_fill(~mask, float("-inf"))
-    att = F.softmax(att.float(), dim=-1).to(q.dtype)
-    return att @ v                                                # (B, nh, T, hs)
+def apply_rope(x, cos, sin):
+    """Rotate-half RoPE (NeoX layout) on the first cos.shape[-1] dims of x's last axis; the
+    rest pass through. cos and sin come from `Rotary.tables` and broadcast against x.
+
+    Why plain torch: a rotation is a few elementwise ops, and torch.compile fuses them (with
+    the concatenations) into one kernel that reads q and k once and writes them once, so
+    the round trips of eager mode disappear without a kernel of our own; in eager mode the
+    model at least rotates q and k in one call. RoPE inside the attention kernel would save
+    that one pass too, but would tie the kernel to one RoPE variant and need the backward
+    to rotate dq and dk back; here the tables stay the Rotary module's business (scaled
+    RoPE variants only build different tables). Chosen without a GPU to measure on."""
+    rot_dim = cos.shape[-1]
+    # split, not two slices: its backward is one concatenation, where each slice's backward
+    # would write a zero-filled gradient of x's full size.
+    x_rot, x_pass = x.split([rot_dim, x.shape[-1] - rot_dim], dim=-1)
+    x_rot = x_rot.float()
+    x1, x2 = x_rot.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)                        # rotate_half
+    # In fp32: at long T, bf16 angles would blur positions (8 bits of mantissa).
+    x_rot = (x_rot * cos + rotated * sin).to(x.dtype)
+    return torch.cat((x_rot, x_pass), dim=-1)
 
 
 def attention(q, k, v, backend: str):
+    """Causal attention of (B, nh, T, hs) q, k, v (any strides) -> (B, nh, T, hs)."""
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if backend == "naive":
-        return naive_attention(q, k, v)
+    if backend == "naive":   # the readable reference: (T, T) scores and all
+        return attention_ref(q, k, v, causal=True)
     if backend == "triton":
         from kernels.attention import flash_attention   # imported late: Triton is optional off-CUDA
         return flash_attention(q, k, v, causal=True)
@@ -118,11 +132,17 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim)
-        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)   # each (B, nh, T, hs)
-        q, k = self.rotary(q), self.rotary(k)
-        y = attention(q, k, v, self.cfg.attn)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)              # (B, T, C)
+        # NeoX packs q, k, v per head: the projection reads as (B, T, nh, 3, hs).
+        qkv = self.query_key_value(x).view(B, T, self.n_head, 3, self.head_dim)
+        qk, v = qkv.split([2, 1], dim=3)   # views (B, T, nh, 2, hs), (B, T, nh, 1, hs); backward: one cat
+        cos, sin = self.rotary.tables(T, x.device)                         # (T, rot_dim)
+        q, k = apply_rope(qk, cos[:, None, None], sin[:, None, None]).unbind(3)  # (B, T, nh, hs) each
+        # (B, nh, T, hs) views, not copies: the Triton kernel takes any strides, and so does SDPA.
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.squeeze(3).transpose(1, 2)
+        y = attention(q, k, v, self.cfg.attn)                              # (B, nh, T, hs)
+        # The Triton kernel writes y as (B, T, nh, hs) in memory, so this reshape is a free
+        # view there; for the other backends it may copy.
+        y = y.transpose(1, 2).reshape(B, T, C)                             # (B, T, C)
         return self.dense(y)
 
 
@@ -150,6 +170,58 @@ class Block(nn.Module):
             return x + self.attention(self.input_layernorm(x)) + self.mlp(self.post_attention_layernorm(x))
         x = x + self.attention(self.input_layernorm(x))
         return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# Loss: the head and cross-entropy, a chunk of tokens at a time.
+#
+# Materialising the logits of a whole micro-batch costs vocab x 4 bytes per token in fp32
+# (201 KB at vocab 50304, 6.6 GB for 32k tokens) and as much again for their gradient; that,
+# not attention, bounds the micro-batch on a GPU. The loss is the last op of the graph, so
+# its gradient is known as soon as the logits are: d(mean loss)/d(logits) =
+# (softmax(logits) - onehot(target)) / N. So the forward walks over chunks of tokens, and for
+# each chunk makes the fp32 logits, adds up the loss, and turns the logits straight into
+# the gradients of the hidden states and of the head's weight (the Liger-Kernel /
+# "fused linear cross-entropy" trick). Only one chunk of logits lives at a time, and no
+# matmul is recomputed: backward just scales the stored gradients by the incoming one.
+LOSS_CHUNK_ELEMENTS = 2 ** 25   # logits per chunk: 128 MB in fp32 (667 tokens at vocab 50304)
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk, with_grad):
+        # h: (N, C) hidden states, weight: (V, C) head, targets: (N,) token ids
+        N = h.shape[0]
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        dh = torch.empty_like(h) if with_grad else None                        # (N, C)
+        dw = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None  # (V, C)
+        for i in range(0, N, chunk):
+            hc, tc = h[i:i + chunk], targets[i:i + chunk]
+            logits = (hc @ weight.t()).float()                                 # (n, V), autocast's dtype, then fp32
+            lse = torch.logsumexp(logits, dim=-1)                              # (n,)
+            loss += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            if with_grad:
+                g = torch.exp(logits - lse[:, None])                           # softmax, (n, V)
+                g[torch.arange(len(tc), device=g.device), tc] -= 1.0          # - onehot(target)
+                g /= N                                                         # the mean over tokens
+                dh[i:i + chunk] = g @ weight                                   # under autocast: bf16 matmuls,
+                dw += (g.t() @ hc).float()                                     # as nn.Linear's backward
+        ctx.save_for_backward(dh, dw)
+        return loss / N
+
+    @staticmethod
+    def backward(ctx, dloss):
+        dh, dw = ctx.saved_tensors
+        return dh * dloss, dw * dloss, None, None, None
+
+
+def chunked_cross_entropy(h, weight, targets, chunk_tokens=None):
+    """F.cross_entropy(h @ weight.T, targets) (mean over tokens, no ignore_index) without
+    holding the logits of more than `chunk_tokens` tokens at once (default: as many as fit
+    LOSS_CHUNK_ELEMENTS logits). h (N, C), weight (V, C), targets (N,) -> scalar fp32."""
+    chunk = chunk_tokens or max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+    # Gradients are made in the forward, so say whether anyone will ask for them (eval won't).
+    with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return _ChunkedCrossEntropy.apply(h, weight, targets, chunk, with_grad)
 
 
 class GPT(nn.Module):
@@ -190,14 +262,16 @@ class GPT(nn.Module):
         self.cfg.attn = backend
 
     def forward(self, idx, targets=None):
+        """idx (B, T) token ids. Without targets: (logits (B, T, vocab), None). With targets
+        (B, T): (None, mean cross-entropy): the full logits are never built (see the loss)."""
         x = self.embed_in(idx)                                  # (B, T, C)
         for block in self.layers:
             x = block(x)
-        logits = self.embed_out(self.final_layer_norm(x))      # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        x = self.final_layer_norm(x)
+        if targets is None:
+            return self.embed_out(x), None                      # (B, T, vocab)
+        loss = chunked_cross_entropy(x.view(-1, x.size(-1)), self.embed_out.weight, targets.reshape(-1))
+        return None, loss
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, max_context=None):

@@ -2,6 +2,8 @@
 
     o = softmax(sm_scale * q @ k^T + causal_mask) @ v          q, k, v, o: (B, H, T, D)
 
+The plain-torch reference for this formula is `kernels.reference.attention_ref`.
+
 Materialising the (T, T) score matrix costs O(T^2) memory traffic; this kernel never
 writes it. FlashAttention-2 (Dao 2023, https://arxiv.org/abs/2307.08691) in brief:
 
@@ -32,35 +34,52 @@ one side of the diagonal that need no mask at all, and an "on-band" part (the
 diagonal block, or the ragged last block) that is masked. Fully masked blocks are
 never visited, which halves the work.
 
+Layout. q, k and v may have any strides (only the last dim must be contiguous, as in
+FlashAttention's API; otherwise that tensor is copied): each kernel takes the batch,
+head and time strides of every tensor it touches, as the Triton tutorial does. So the
+model passes (B, H, T, D) views of its fused qkv projection, (B, T, H, 3D) in memory,
+without copying. Each output (o, and dq, dk, dv) is allocated dense in the memory order
+of its input: for such a view o is a transposed view of a contiguous (B, T, H, D)
+tensor, and the model's `.view(B, T, C)` after attention is free.
+
+Custom op. The forward and backward are registered with torch.library as
+`growlength::flash_attn_fwd` / `flash_attn_bwd` (with fake implementations that give
+the output shapes and strides), and the forward's autograd formula is the backward op.
+torch.compile then treats attention as one opaque op, never tracing the Python that
+launches the kernels, and compiles the whole model into one graph.
+
 Limits:
 - head dim D in {16, 32, 64, 128}; dtypes fp32, fp16, bf16 (fp32 uses IEEE fp32
   dots on GPU, not TF32: correct but slow, meant for checking);
 - q, k and v have the same shape (B, H, T, D): no GQA/MQA, no cross-attention with
   different query and key lengths, no KV cache;
+- the log-sum-exp the forward op returns beside o is not differentiable;
 - masks: causal or none. No padding mask, no arbitrary mask, no sliding window, no
   attention bias / ALiBi, no dropout;
 - B * H <= 65535 (CUDA grid limit on its second axis);
-- no double backward; not tested under torch.compile;
+- no double backward;
 - any T >= 1 works: ragged tails are masked, not padded.
 
 Autotuning. On a GPU each kernel is autotuned over a few block sizes, keyed on
 (T, D, causal, dtype). The first call at a new sequence length therefore spends a
-few seconds benchmarking. A GrowLength run meets a new length at every stage, so
-call `warmup([(B, H, T, D) for each stage])` before the training clock starts
-(the modded-nanogpt habit of compiling every stage length up front).
-Under TRITON_INTERPRET=1 (CPU tests) there is exactly one small config.
+few seconds benchmarking; train.py runs every stage length once before its training
+clock starts, so that happens outside the budget. Under TRITON_INTERPRET=1 (CPU tests)
+there is exactly one small config. Inside `with fixed_configs():` every kernel runs its
+first config without benchmarking: correctness tests on a GPU use it to stay fast.
 """
 
+import contextlib
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from kernels import interpreting
+
 # Read once at import: Triton itself decides at decoration time (below) whether
 # @triton.jit functions are compiled or interpreted, so changing it later would not help.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+_INTERPRET = interpreting()
 
 LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * LOG2E)
 LN2 = 0.6931471805599453  # ln(2): converts a base-2 log-sum-exp back to natural log
@@ -77,6 +96,22 @@ def _empty(shape, dtype, device):
     """Every buffer the kernels write goes through here; tests patch it to fill with NaN,
     so an element the kernel forgets to write shows up instead of passing by luck."""
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _empty_like_layout(t):
+    """A (B, H, T, D) output for input t, dense in t's memory order: a transposed view of a
+    contiguous (B, T, H, D) tensor when t's heads lie inside its time steps (t is a view of
+    a (B, T, H, ·) tensor, as the model passes q, k, v), else a contiguous (B, H, T, D) one."""
+    B, H, T, D = t.shape
+    if t.stride(1) < t.stride(2):
+        return _empty((B, T, H, D), t.dtype, t.device).transpose(1, 2)
+    return _empty((B, H, T, D), t.dtype, t.device)
+
+
+def _bht(t):
+    """The batch, head and time strides of a (B, H, T, D) tensor, in elements; the D stride
+    is 1 (flash_attention makes sure of it), so the kernels do not take it."""
+    return t.stride(0), t.stride(1), t.stride(2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -99,6 +134,7 @@ def _configs(gpu, interpret):
 # dK/dV owns BLOCK_N keys and steps over queries, so it needs BLOCK_N % BLOCK_M == 0.
 # The interpreter configs keep the two block sizes different on purpose, so the CPU
 # tests exercise that sub-stepping of the diagonal, as the GPU configs do.
+# The first config of each list is the one `fixed_configs()` runs.
 _FWD_CONFIGS = _configs(
     gpu=[(64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 4, 3), (128, 64, 4, 4),
          (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 4, 3)],
@@ -115,6 +151,32 @@ _DELTA_BLOCK = 64
 # N_CTX is the sequence length T of the call: each training stage length tunes once.
 _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # Triton adds the tensor dtypes to the key
 
+_fixed = False  # True inside `with fixed_configs():`
+
+
+@contextlib.contextmanager
+def fixed_configs():
+    """Within this block each kernel runs the first config of its list, never benchmarking.
+
+    Autotuning is for speed; a correctness test only needs one valid config, and tuning
+    three kernels over 6-8 configs at every (T, D, dtype, causal) made the GPU tests take
+    minutes. Not thread-safe: it flips a module flag."""
+    global _fixed
+    before, _fixed = _fixed, True
+    try:
+        yield
+    finally:
+        _fixed = before
+
+
+def _launch(kernel, grid, *args, **kwargs):
+    """kernel[grid](*args, **kwargs), or, inside fixed_configs(), the Autotuner's undecorated
+    kernel (`kernel.fn`) with its first config's block sizes, warps and stages."""
+    if _fixed:
+        kernel.fn[grid](*args, **kwargs, **kernel.configs[0].all_kwargs())
+    else:
+        kernel[grid](*args, **kwargs)
+
 
 # Dot operands. On a GPU the tensor cores multiply the input dtype (in_dt) directly and
 # DOT_FP32 is False. Under the interpreter DOT_FP32 is True and every dot operand is
@@ -122,6 +184,11 @@ _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # Triton adds the tensor dtypes to 
 # operands as raw uint16 bits (fp32 is exact there; P and dS are still rounded to in_dt
 # first, at the same places as on the GPU). The upcast sits at the loads rather than in
 # a helper around tl.dot because each device-function call costs the interpreter ~1 ms.
+#
+# Strides. Every tensor X comes with stride_xb, stride_xh, stride_xt (batch, head, time,
+# in elements); its D stride is 1. A program first moves each pointer to its own
+# (batch, head), then addresses row t, column d at t * stride_xt + d. LSE and DELTA are
+# the kernels' own contiguous (B, H, T) buffers.
 
 
 # ----------------------------------------------------------------------------------------
@@ -129,7 +196,7 @@ _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # Triton adds the tensor dtypes to 
 
 
 @triton.jit
-def _fwd_inner(acc, m_i, l_i, q, K, V, offs_m, lo, hi, qk_scale, N_CTX,
+def _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_scale, N_CTX,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Fold keys [lo, hi) into the running (acc, m_i, l_i) of one query block.
@@ -139,11 +206,12 @@ def _fwd_inner(acc, m_i, l_i, q, K, V, offs_m, lo, hi, qk_scale, N_CTX,
     offs_d = tl.arange(0, HEAD_DIM)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kv_ptrs = offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+        k_ptrs = offs_n[:, None] * stride_kt + offs_d[None, :]
+        v_ptrs = offs_n[:, None] * stride_vt + offs_d[None, :]
         if MASKED:
-            k = tl.load(K + kv_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
+            k = tl.load(K + k_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
         else:
-            k = tl.load(K + kv_ptrs).to(dot_dt)
+            k = tl.load(K + k_ptrs).to(dot_dt)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         if MASKED:
             keep = offs_n[None, :] < N_CTX
@@ -157,9 +225,9 @@ def _fwd_inner(acc, m_i, l_i, q, K, V, offs_m, lo, hi, qk_scale, N_CTX,
         alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old max
         l_i = l_i * alpha + tl.sum(p, 1)
         if MASKED:
-            v = tl.load(V + kv_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
+            v = tl.load(V + v_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
         else:
-            v = tl.load(V + kv_ptrs).to(dot_dt)
+            v = tl.load(V + v_ptrs).to(dot_dt)
         acc = tl.dot(p.to(in_dt).to(dot_dt), v, acc * alpha[:, None],
                      input_precision=DOT_PRECISION)
         m_i = m_new
@@ -168,26 +236,30 @@ def _fwd_inner(acc, m_i, l_i, q, K, V, offs_m, lo, hi, qk_scale, N_CTX,
 
 @triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY)
 @triton.jit
-def _attn_fwd(Q, K, V, O, LSE, qk_scale, N_CTX,
+def _attn_fwd(Q, K, V, O, LSE,
+              stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+              qk_scale, N_HEAD, N_CTX,
               HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
               DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # Causal: the last query blocks see the most keys. Launch them first so the short
     # programs, not the long ones, fill the GPU's final wave.
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)  # int64: B*H*T*D can pass 2^31
-    head = bh * N_CTX * HEAD_DIM  # all tensors are contiguous (B, H, T, D)
-    Q += head
-    K += head
-    V += head
-    O += head
+    bh = tl.program_id(1).to(tl.int64)  # int64: offsets can pass 2^31
+    b = bh // N_HEAD
+    h = bh % N_HEAD
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    O += b * stride_ob + h * stride_oh
     LSE += bh * N_CTX
 
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX
-    q_ptrs = offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-    q = tl.load(Q + q_ptrs, mask=row_ok[:, None], other=0.0)  # (BLOCK_M, HEAD_DIM)
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)  # (BLOCK_M, HEAD_DIM)
     if DOT_FP32:
         q = q.to(tl.float32)
 
@@ -204,13 +276,16 @@ def _attn_fwd(Q, K, V, O, LSE, qk_scale, N_CTX,
         # Every whole key block is visible; only a ragged last one needs a mask.
         band_lo = (N_CTX // BLOCK_N) * BLOCK_N
         band_hi = N_CTX
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, offs_m, 0, band_lo, qk_scale, N_CTX,
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m,
+                               0, band_lo, qk_scale, N_CTX,
                                HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, offs_m, band_lo, band_hi, qk_scale,
-                               N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m,
+                               band_lo, band_hi, qk_scale, N_CTX,
+                               HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
     # Every row saw at least one key (key 0, or itself), so l_i > 0 and m_i is finite.
     o = acc / l_i[:, None]
-    tl.store(O + q_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty),
+             mask=row_ok[:, None])
     tl.store(LSE + offs_m, (m_i + tl.log2(l_i)) * _LN2_C, mask=row_ok)
 
 
@@ -222,16 +297,16 @@ def _dot_flags(dtype):
 
 
 def _flash_fwd(q, k, v, causal, sm_scale):
-    """q, k, v contiguous (B, H, T, D) -> o (B, H, T, D), lse (B, H, T) fp32."""
+    """q, k, v (B, H, T, D), D stride 1 -> o (B, H, T, D) laid out like q, lse (B, H, T) fp32."""
     B, H, T, D = q.shape
-    o = _empty(q.shape, q.dtype, q.device)
+    o = _empty_like_layout(q)
     lse = _empty((B, H, T), torch.float32, q.device)
 
     def grid(meta):
         return (triton.cdiv(T, meta["BLOCK_M"]), B * H)
 
-    _attn_fwd[grid](q, k, v, o, lse, sm_scale * LOG2E, T,
-                    HEAD_DIM=D, CAUSAL=causal, **_dot_flags(q.dtype))
+    _launch(_attn_fwd, grid, q, k, v, o, lse, *_bht(q), *_bht(k), *_bht(v), *_bht(o),
+            sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **_dot_flags(q.dtype))
     return o, lse
 
 
@@ -240,22 +315,28 @@ def _flash_fwd(q, k, v, causal, sm_scale):
 
 
 @triton.jit
-def _attn_bwd_delta(O, DO, DELTA, N_CTX, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_ot,
+                    stride_dob, stride_doh, stride_dot, N_HEAD, N_CTX,
+                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     # delta_i = sum_j P_ij dP_ij = rowsum(dO * O): the softmax-Jacobian term, computed
     # once here instead of once per key block in the dQ and dK/dV loops.
     start_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    b = bh // N_HEAD
+    h = bh % N_HEAD
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX
-    ptrs = bh * N_CTX * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-    o = tl.load(O + ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    do = tl.load(DO + ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :]
+    do_ptrs = DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :]
+    o = tl.load(o_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    do = tl.load(do_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
     tl.store(DELTA + bh * N_CTX + offs_m, tl.sum(o * do, 1), mask=row_ok)
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, lo, hi, qk_scale, N_CTX,
+def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n, lo, hi,
+                qk_scale, N_CTX,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr,
                 MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Add the contribution of query rows [lo, hi) to one key block's dk, dv.
@@ -265,16 +346,17 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, lo, hi, qk_scale, N_CTX
     offs_d = tl.arange(0, HEAD_DIM)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        ptrs = offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+        q_ptrs = offs_m[:, None] * stride_qt + offs_d[None, :]
+        do_ptrs = offs_m[:, None] * stride_dot + offs_d[None, :]
         if MASKED:
             row_ok = offs_m < N_CTX
-            q = tl.load(Q + ptrs, mask=row_ok[:, None], other=0.0).to(dot_dt)
-            do = tl.load(DO + ptrs, mask=row_ok[:, None], other=0.0).to(dot_dt)
+            q = tl.load(Q + q_ptrs, mask=row_ok[:, None], other=0.0).to(dot_dt)
+            do = tl.load(DO + do_ptrs, mask=row_ok[:, None], other=0.0).to(dot_dt)
             lse = tl.load(LSE + offs_m, mask=row_ok, other=0.0)
             delta = tl.load(DELTA + offs_m, mask=row_ok, other=0.0)
         else:
-            q = tl.load(Q + ptrs).to(dot_dt)
-            do = tl.load(DO + ptrs).to(dot_dt)
+            q = tl.load(Q + q_ptrs).to(dot_dt)
+            do = tl.load(DO + do_ptrs).to(dot_dt)
             lse = tl.load(LSE + offs_m)
             delta = tl.load(DELTA + offs_m)
         qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
@@ -294,7 +376,11 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, lo, hi, qk_scale, N_CTX
 
 @triton.autotune(configs=_DKDV_CONFIGS, key=_TUNE_KEY)
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, N_CTX,
+def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
+                   stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                   stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+                   stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
+                   sm_scale, qk_scale, N_HEAD, N_CTX,
                    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
                    DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -302,23 +388,23 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, N_CTX,
     # most query blocks.
     start_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    head = bh * N_CTX * HEAD_DIM
-    Q += head
-    K += head
-    V += head
-    DO += head
-    DK += head
-    DV += head
+    b = bh // N_HEAD
+    h = bh % N_HEAD
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DK += b * stride_dkb + h * stride_dkh
+    DV += b * stride_dvb + h * stride_dvh
     LSE += bh * N_CTX
     DELTA += bh * N_CTX
 
     offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     col_ok = offs_n < N_CTX
-    kv_ptrs = offs_n[:, None] * HEAD_DIM + offs_d[None, :]
     # Keys past T load as zero; their dk, dv rows are computed but never stored.
-    k = tl.load(K + kv_ptrs, mask=col_ok[:, None], other=0.0)
-    v = tl.load(V + kv_ptrs, mask=col_ok[:, None], other=0.0)
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_d[None, :], mask=col_ok[:, None], other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=col_ok[:, None], other=0.0)
     if DOT_FP32:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -336,23 +422,25 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, N_CTX,
         band_lo = 0  # no diagonal: an empty band
         band_hi = 0
         tail_lo = full_hi
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, band_lo, band_hi,
-                         qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n,
+                         band_lo, band_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
                          DOT_FP32, DOT_PRECISION)
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, band_hi, full_hi,
-                         qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, False,
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n,
+                         band_hi, full_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, False,
                          DOT_FP32, DOT_PRECISION)
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, tail_lo, N_CTX,
-                         qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n,
+                         tail_lo, N_CTX, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
                          DOT_FP32, DOT_PRECISION)
 
-    tl.store(DK + kv_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
-    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+    tl.store(DK + offs_n[:, None] * stride_dkt + offs_d[None, :],
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
+    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, N_CTX,
-              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+def _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_scale,
+              N_CTX, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
               MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Add the contribution of keys [lo, hi) to one query block's dq."""
     in_dt = K.dtype.element_ty
@@ -360,13 +448,14 @@ def _dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, N_CTX,
     offs_d = tl.arange(0, HEAD_DIM)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kv_ptrs = offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+        k_ptrs = offs_n[:, None] * stride_kt + offs_d[None, :]
+        v_ptrs = offs_n[:, None] * stride_vt + offs_d[None, :]
         if MASKED:
-            k = tl.load(K + kv_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
-            v = tl.load(V + kv_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
+            k = tl.load(K + k_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
+            v = tl.load(V + v_ptrs, mask=offs_n[:, None] < N_CTX, other=0.0).to(dot_dt)
         else:
-            k = tl.load(K + kv_ptrs).to(dot_dt)
-            v = tl.load(V + kv_ptrs).to(dot_dt)
+            k = tl.load(K + k_ptrs).to(dot_dt)
+            v = tl.load(V + v_ptrs).to(dot_dt)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         p = tl.exp2(qk * qk_scale - (lse * _LOG2E_C)[:, None])
         if MASKED:
@@ -382,28 +471,33 @@ def _dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, N_CTX,
 
 @triton.autotune(configs=_DQ_CONFIGS, key=_TUNE_KEY)
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, qk_scale, N_CTX,
+def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
+                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                 stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+                 stride_dqb, stride_dqh, stride_dqt,
+                 sm_scale, qk_scale, N_HEAD, N_CTX,
                  HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
                  DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest first, as in forward
     bh = tl.program_id(1).to(tl.int64)
-    head = bh * N_CTX * HEAD_DIM
-    Q += head
-    K += head
-    V += head
-    DO += head
-    DQ += head
+    b = bh // N_HEAD
+    h = bh % N_HEAD
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DQ += b * stride_dqb + h * stride_dqh
     LSE += bh * N_CTX
     DELTA += bh * N_CTX
 
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX
-    q_ptrs = offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     # Rows past T load as zero; their dq is computed but never stored.
-    q = tl.load(Q + q_ptrs, mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + q_ptrs, mask=row_ok[:, None], other=0.0)
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=row_ok[:, None],
+                 other=0.0)
     if DOT_FP32:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -417,53 +511,82 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, qk_scale, N_CTX,
     else:
         band_lo = (N_CTX // BLOCK_N) * BLOCK_N
         band_hi = N_CTX
-    dq = _dq_inner(dq, q, do, lse, delta, K, V, offs_m, 0, band_lo, qk_scale, N_CTX,
-                   HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
-    dq = _dq_inner(dq, q, do, lse, delta, K, V, offs_m, band_lo, band_hi, qk_scale, N_CTX,
-                   HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
-    tl.store(DQ + q_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+    dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, 0, band_lo,
+                   qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
+    dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, band_lo, band_hi,
+                   qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
+    tl.store(DQ + offs_m[:, None] * stride_dqt + offs_d[None, :],
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
 def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale):
+    """-> dq, dk, dv, each (B, H, T, D) laid out like q, k, v respectively."""
     B, H, T, D = q.shape
-    do = do.to(q.dtype).contiguous()  # autograd may hand over a strided gradient
+    do = do.to(q.dtype)
+    if do.stride(-1) != 1:  # autograd hands over whatever the next op's backward made
+        do = do.contiguous()
     flags = _dot_flags(q.dtype)
 
     delta = _empty((B, H, T), torch.float32, q.device)
     _attn_bwd_delta[(triton.cdiv(T, _DELTA_BLOCK), B * H)](
-        o, do, delta, T, HEAD_DIM=D, BLOCK_M=_DELTA_BLOCK)
+        o, do, delta, *_bht(o), *_bht(do), H, T, HEAD_DIM=D, BLOCK_M=_DELTA_BLOCK)
 
-    dq = _empty(q.shape, q.dtype, q.device)
-    dk = _empty(k.shape, k.dtype, k.device)
-    dv = _empty(v.shape, v.dtype, v.device)
-    _attn_bwd_dkdv[lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H)](
-        q, k, v, do, lse, delta, dk, dv, sm_scale, sm_scale * LOG2E, T,
-        HEAD_DIM=D, CAUSAL=causal, **flags)
-    _attn_bwd_dq[lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)](
-        q, k, v, do, lse, delta, dq, sm_scale, sm_scale * LOG2E, T,
-        HEAD_DIM=D, CAUSAL=causal, **flags)
+    dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
+    _launch(_attn_bwd_dkdv, lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H),
+            q, k, v, do, lse, delta, dk, dv,
+            *_bht(q), *_bht(k), *_bht(v), *_bht(do), *_bht(dk), *_bht(dv),
+            sm_scale, sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **flags)
+    _launch(_attn_bwd_dq, lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
+            q, k, v, do, lse, delta, dq,
+            *_bht(q), *_bht(k), *_bht(v), *_bht(do), *_bht(dq),
+            sm_scale, sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **flags)
     return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------------------
-# Autograd wrapper and public API
+# Custom ops (what torch.compile sees) and public API
 
 
-class _FlashAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, causal, sm_scale):
-        o, lse = _flash_fwd(q, k, v, causal, sm_scale)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal = causal
-        ctx.sm_scale = sm_scale
-        return o
+@torch.library.custom_op("growlength::flash_attn_fwd", mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+            sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _flash_fwd(q, k, v, causal, sm_scale)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _flash_bwd(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale)
-        return dq, dk, dv, None, None
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, causal, sm_scale):
+    # Shapes and strides only (torch.compile traces with these); must match _flash_fwd.
+    B, H, T, _ = q.shape
+    return _empty_like_layout(q), q.new_empty((B, H, T), dtype=torch.float32)
+
+
+@torch.library.custom_op("growlength::flash_attn_bwd", mutates_args=())
+def _bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            o: torch.Tensor, lse: torch.Tensor, causal: bool,
+            sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _flash_bwd(do, q, k, v, o, lse, causal, sm_scale)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(do, q, k, v, o, lse, causal, sm_scale):
+    return _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, causal, sm_scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse)
+    ctx.causal, ctx.sm_scale = causal, sm_scale
+    ctx.set_materialize_grads(False)  # lse's gradient stays None instead of a tensor of zeros
+
+
+def _backward(ctx, do, _dlse):  # lse is not differentiable: its gradient is ignored
+    q, k, v, o, lse = ctx.saved_tensors
+    dq, dk, dv = _bwd_op(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale)
+    return dq, dk, dv, None, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _check_inputs(q, k, v):
@@ -491,7 +614,7 @@ def _check_inputs(q, k, v):
     if q.device.type != "cuda" and not _INTERPRET:
         raise ValueError(f"flash_attention: tensors are on {q.device}, but Triton kernels need a "
                          f"CUDA GPU (or TRITON_INTERPRET=1 for the slow CPU interpreter); "
-                         f"use attention_ref or torch SDPA instead")
+                         f"use kernels.reference.attention_ref or torch SDPA instead")
     B, H, T, D = q.shape
     if D not in HEAD_DIMS:
         raise ValueError(f"flash_attention: head dim D={D} not supported; the kernels are "
@@ -507,51 +630,17 @@ def flash_attention(q, k, v, causal=True, sm_scale=None):
     """Fused attention softmax(sm_scale * q @ k^T [+ causal mask]) @ v, differentiable.
 
     q, k, v: (B, H, T, D) tensors of one dtype (fp32, fp16 or bf16) on a CUDA device
-    (any device under TRITON_INTERPRET=1), D in {16, 32, 64, 128}, any T >= 1.
-    sm_scale defaults to 1/sqrt(D). Returns (B, H, T, D) in the input dtype.
+    (any device under TRITON_INTERPRET=1), D in {16, 32, 64, 128}, any T >= 1, any
+    strides (a tensor whose last dim is not contiguous is copied first). sm_scale
+    defaults to 1/sqrt(D). Returns o, (B, H, T, D) in the input dtype, laid out in
+    memory like q (see "Layout" above); its gradients are laid out like q, k and v.
     """
     _check_inputs(q, k, v)
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
     if not sm_scale > 0:
         # The kernels take the row max of unscaled scores, which needs a positive scale.
         raise ValueError(f"flash_attention: sm_scale must be > 0, got {sm_scale}")
-    # The kernels index (B, H, T, D) as one contiguous block; this copies only if needed
-    # (e.g. q coming from a (B, T, H, D) -> (B, H, T, D) transpose).
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    return _FlashAttention.apply(q, k, v, bool(causal), sm_scale)
-
-
-def attention_ref(q, k, v, causal=True, sm_scale=None, compute_dtype=None):
-    """The reference: plain torch, materialising the (T, T) scores.
-
-    Computes in fp32 (float64 for float64 inputs), or in `compute_dtype` if given (tests
-    use the input's own low precision to measure what rounding alone costs), and returns
-    the input dtype. Differentiable by autograd; any device, any T, any D.
-    """
-    if compute_dtype is None:
-        compute_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    T = q.shape[-2]
-    scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
-    qc, kc, vc = (t.to(compute_dtype) for t in (q, k, v))
-    att = (qc @ kc.transpose(-2, -1)) * scale  # (B, H, T, T)
-    if causal:
-        future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-        att = att.masked_fill(future, float("-inf"))
-    att = torch.softmax(att, dim=-1)
-    return (att @ vc).to(q.dtype)  # (B, H, T, D)
-
-
-def warmup(shapes, dtype=torch.bfloat16, device="cuda", causal=True):
-    """Run forward + backward once per (B, H, T, D) in `shapes`, so that autotuning for
-    every sequence length happens now, not inside a timed training budget.
-
-    The autotune key is (T, D, causal, dtype); B and H do not enter it, but the best
-    block sizes depend on how many programs fill the GPU, so pass the micro-batch shape
-    each stage will really use, e.g. [(B_s, n_head, T_s, head_dim) for each stage s].
-    """
-    for B, H, T, D in shapes:
-        q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True)
-                   for _ in range(3))
-        flash_attention(q, k, v, causal=causal).backward(torch.randn_like(q))
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+    # The kernels step along D one element at a time; anything else is copied.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    o, _ = torch.ops.growlength.flash_attn_fwd(q, k, v, bool(causal), sm_scale)
+    return o

@@ -6,9 +6,12 @@ BLOCK_M=32, BLOCK_N=64 (dK/dV). The lengths below are chosen around those blocks
 T=1 and 17 (one partial block), 100 and 200 (ragged tails), 128 (whole blocks only),
 257 (a one-row tail).
 
-On a machine with a GPU, run the same tests on the compiled, autotuned kernels, plus
-the longer CUDA-only ones at the bottom:
+On a machine with a GPU, run the same tests on the compiled kernels, plus the longer
+CUDA-only ones at the bottom:
     TRITON_INTERPRET=0 python -m pytest tests/test_attention.py
+Every test runs inside `attention.fixed_configs()` (one config per kernel, no autotuning:
+these tests are about correctness) except those that ask for the `autotuning` fixture;
+one of them runs the real autotuner once at a training-like shape.
 """
 
 import math
@@ -19,7 +22,8 @@ import torch
 import triton
 
 from kernels import attention
-from kernels.attention import attention_ref, flash_attention
+from kernels.attention import flash_attention
+from kernels.reference import attention_ref
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 # Interpreted kernels run on CPU tensors; compiled ones need CUDA tensors.
@@ -35,6 +39,21 @@ if (attention._INTERPRET and np.lib.NumpyVersion(np.__version__) >= "2.4.0"
     pytest.skip(f"Triton {triton.__version__}'s interpreter does not work with numpy "
                 f"{np.__version__}: use numpy<2.4 or Triton>=3.7, or TRITON_INTERPRET=0 "
                 f"on a GPU", allow_module_level=True)
+
+
+@pytest.fixture
+def autotuning():
+    """Requested by the tests that want the kernels' real autotuner (see fixed_config)."""
+
+
+@pytest.fixture(autouse=True)
+def fixed_config(request):
+    """Bypass autotuning (see the module docstring) unless the test asks for `autotuning`."""
+    if "autotuning" in request.fixturenames:
+        yield
+    else:
+        with attention.fixed_configs():
+            yield
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +213,113 @@ def test_non_contiguous_inputs():
         assert max_err(x, ref) <= 1e-4, name
 
 
+def fused_qkv_views(qkv, D):
+    """(B, H, T, D) views of q, k and v inside a (B, T, H, 3D) tensor, as the model has them."""
+    return [t.transpose(1, 2) for t in qkv.split(D, dim=-1)]
+
+
+@pytest.mark.parametrize("T,D,dtype", [(17, 16, F32), (100, 32, F32), (200, 16, BF16)])
+def test_views_of_fused_qkv(T, D, dtype):
+    # Gradients flow to the one (B, T, H, 3D) leaf through the views: dq, dk, dv land in
+    # their slots of its gradient, so a kernel writing any of them in the wrong place fails.
+    B, H = 2, 3
+    g = torch.Generator().manual_seed(T)
+    qkv = torch.randn(B, T, H, 3 * D, generator=g).to(DEVICE, dtype)
+    do = torch.randn(B, H, T, D, generator=g).to(DEVICE, dtype)
+    leaf = qkv.clone().requires_grad_(True)
+    q, k, v = fused_qkv_views(leaf, D)
+    assert not q.is_contiguous() and q.stride(-1) == 1
+    o = flash_attention(q, k, v)
+    o.backward(do)
+    # o is laid out (B, T, H, D) in memory: the model's .view(B, T, C) after it is free.
+    assert o.shape == (B, H, T, D) and o.transpose(1, 2).is_contiguous()
+    exact_leaf = qkv.double().requires_grad_(True)
+    o_ref = attention_ref(*fused_qkv_views(exact_leaf, D))
+    o_ref.backward(do.double())
+    tol = 1e-4 if dtype == F32 else 3e-2  # bf16: a few units in the last place of O(1) values
+    assert torch.isfinite(o).all() and torch.isfinite(leaf.grad).all()
+    assert max_err(o, o_ref) <= tol
+    assert max_err(leaf.grad, exact_leaf.grad) <= tol * max(1.0, exact_leaf.grad.abs().max().item())
+
+
+def test_every_input_with_its_own_strides():
+    # q contiguous (B, H, T, D); k a transposed (B, T, H, D); v a slice with gaps of a wider
+    # tensor; v's last dim not contiguous (copied by flash_attention); dO transposed.
+    B, H, T, D = 2, 3, 100, 16  # H != 2: k's time stride (H*D) differs from v's (2D)
+    q, k, v, do = make_inputs(B, H, T, D, F32, seed=21)
+    k_src = k.transpose(1, 2).contiguous()                            # (B, T, H, D) memory
+    v_src = torch.cat([v, torch.randn_like(v)], dim=-1)               # (B, H, T, 2D) memory
+    do_src = do.transpose(1, 2).contiguous()
+    kk = k_src.clone().requires_grad_(True)
+    vv = v_src.clone().requires_grad_(True)
+    qq = q.clone().requires_grad_(True)
+    o = flash_attention(qq, kk.transpose(1, 2), vv[..., :D])
+    o.backward(do_src.transpose(1, 2))
+    assert o.is_contiguous()                                          # laid out like q
+    exact = fwd_bwd(attention_ref, *(t.double() for t in (q, k, v, do)))
+    ours = (o.detach(), qq.grad, kk.grad.transpose(1, 2), vv.grad[..., :D])
+    for name, x, ref in zip(NAMES, ours, exact):
+        assert max_err(x, ref) <= 1e-4, name
+    assert torch.equal(vv.grad[..., D:], torch.zeros_like(v))         # the gap got no gradient
+    # A last dim that is not contiguous is copied, not misread.
+    v_cols = v.transpose(-1, -2).contiguous().transpose(-1, -2)      # stride(-1) == T
+    assert v_cols.stride(-1) != 1
+    assert max_err(flash_attention(q, k, v_cols), exact[0]) <= 1e-4
+
+
+def test_custom_ops_pass_opcheck():
+    # Schema, fake (meta) implementations with the real strides, autograd registration,
+    # and AOT dispatch as torch.compile uses it, for the forward and the backward op.
+    B, H, T, D = 1, 2, 20, 16
+    qkv = torch.randn(B, T, H, 3 * D).to(DEVICE)
+    q, k, v = fused_qkv_views(qkv, D)
+    torch.library.opcheck(torch.ops.growlength.flash_attn_fwd.default, (q, k, v, True, 0.25))
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    torch.library.opcheck(torch.ops.growlength.flash_attn_fwd.default, (*leaves, False, 0.25))
+    o, lse = torch.ops.growlength.flash_attn_fwd(q, k, v, True, 0.25)
+    do = torch.randn(B, T, H, D).to(DEVICE).transpose(1, 2)
+    torch.library.opcheck(torch.ops.growlength.flash_attn_bwd.default,
+                          (do, q, k, v, o, lse, True, 0.25))
+
+
+def test_fake_outputs_have_the_real_strides():
+    # torch.compile plans every op after attention from the fake implementations' strides
+    # (opcheck compares only shapes and dtypes), so they must match what the kernels write.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    B, H, T, D = 1, 2, 20, 16
+    qkv = torch.randn(B, T, H, 3 * D).to(DEVICE)
+    q, k, _ = fused_qkv_views(qkv, D)
+    v = torch.randn(B, H, T, D).to(DEVICE)                             # contiguous: the other layout
+    o, lse = torch.ops.growlength.flash_attn_fwd(q, k, v, True, 0.25)
+    do = torch.randn_like(o)
+    real = (o, lse, *torch.ops.growlength.flash_attn_bwd(do, q, k, v, o, lse, True, 0.25))
+    with FakeTensorMode() as mode:
+        fq, fk, fv, fdo = (mode.from_tensor(t) for t in (q, k, v, do))
+        fo, flse = torch.ops.growlength.flash_attn_fwd(fq, fk, fv, True, 0.25)
+        fake = (fo, flse, *torch.ops.growlength.flash_attn_bwd(fdo, fq, fk, fv, fo, flse, True, 0.25))
+    for name, r, f in zip(("o", "lse", "dq", "dk", "dv"), real, fake):
+        assert (f.shape, f.stride(), f.dtype) == (r.shape, r.stride(), r.dtype), name
+    assert real[0].stride() != real[4].stride()                        # both layouts were covered
+
+
+def test_fixed_configs_bypass_autotuning(monkeypatch, autotuning):
+    # With two configs the autotuner benchmarks both on a new key; inside fixed_configs()
+    # it must not benchmark at all. Counted by patching the Autotuner's benchmark method.
+    kernel = attention._attn_fwd
+    cfg = kernel.configs[0]
+    monkeypatch.setattr(kernel, "configs", [cfg, triton.Config(dict(cfg.kwargs), num_warps=8,
+                                                                  num_stages=cfg.num_stages)])
+    monkeypatch.setattr(kernel, "cache", {})
+    benched = []
+    monkeypatch.setattr(kernel, "_bench", lambda *a, config, **kw: benched.append(config) or [1.0] * 3)
+    q, k, v, _ = make_inputs(1, 1, 20, 16, F32, seed=23)
+    with attention.fixed_configs():
+        flash_attention(q, k, v)
+    assert benched == []
+    flash_attention(q, k, v)
+    assert len(benched) == 2                       # the real autotuner, for comparison
+
+
 def test_backward_is_deterministic():
     # No atomics: each gradient element has one writer, so reruns are bit-identical.
     q, k, v, do = make_inputs(2, 2, 200, 32, BF16, seed=13)
@@ -250,6 +376,22 @@ def test_cuda_bf16_matches_reference(T, D, causal):
 @pytest.mark.parametrize("dtype", [F32, F16])
 def test_cuda_other_dtypes(dtype):
     check_case(2, 4, 1000, 64, dtype, True, seed=17, device="cuda")
+
+
+@needs_gpu
+def test_cuda_autotuner_at_a_training_shape(autotuning):
+    # The one test that autotunes (all configs of the three kernels): pythia-160m's
+    # attention shape at T=1024, 16 sequences, bf16, as a training step calls it.
+    B, H, T, D = 16, 12, 1024, 64
+    g = torch.Generator(device="cuda").manual_seed(29)
+    qkv = torch.randn(B, T, H, 3 * D, device="cuda", dtype=BF16, generator=g, requires_grad=True)
+    q, k, v = fused_qkv_views(qkv, D)
+    o = flash_attention(q, k, v)
+    o.backward(torch.randn_like(o))
+    for kernel in (attention._attn_fwd, attention._attn_bwd_dkdv, attention._attn_bwd_dq):
+        assert kernel.best_config in kernel.configs
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert max_err(o, ref) <= 2e-2 * max(1.0, ref.abs().max().item())
 
 
 @needs_gpu

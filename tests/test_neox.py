@@ -7,16 +7,22 @@ parallel residual, exact GELU, untied head, NeoX's per-head q/k/v packing.
 import pytest
 import torch
 
+from kernels import interpreting
 from model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_logits_match_hugging_face_gpt_neox(parallel):
+@pytest.mark.parametrize("parallel,attn", [(True, "sdpa"), (False, "sdpa"), (True, "triton")])
+def test_logits_match_hugging_face_gpt_neox(parallel, attn):
+    # attn="triton": the Triton kernel (under the interpreter on CPU, tests/conftest.py).
+    if attn == "triton":
+        pytest.importorskip("triton")
+        if not interpreting():
+            pytest.skip("the triton backend takes these CPU tensors only under TRITON_INTERPRET=1")
     torch.manual_seed(0)
     ours = GPT(GPTConfig(vocab_size=512, n_layer=3, n_head=4, n_embd=128, rotary_pct=0.25,
-                         parallel_residual=parallel, attn="sdpa")).eval()
+                         parallel_residual=parallel, attn=attn)).eval()
     hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
         vocab_size=512, hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=512,
         rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=4096, use_parallel_residual=parallel,
