@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 import data as datalib
 import schedule as sched
+from kernels import interpreting
 from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, flops_per_token, make_config, peak_flops
 
 
@@ -563,7 +564,7 @@ def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict]):
     device = pick_device(cfg.device, ranks.local_rank)
     dtype = pick_dtype(cfg.dtype, device)
     cfg.attn = cfg.attn or ("triton" if device.startswith("cuda") else "sdpa")
-    if cfg.attn == "triton" and not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
+    if cfg.attn == "triton" and not device.startswith("cuda") and not interpreting():
         raise UserError("--attn triton needs a CUDA device (or TRITON_INTERPRET=1 to run the kernel slowly on CPU)")
     plan, eval_lengths = make_plan(cfg, ranks.world)
     check_memory(plan, eval_lengths, make_config(cfg.preset))
