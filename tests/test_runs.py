@@ -106,14 +106,20 @@ def test_checkpoint_that_unpickles_but_lacks_fields(tmp_path, capsys):
     (["--seed", str(2 ** 63)], "--seed"),
     (["--eval-lengths", "32,10000000000"], "RoPE tables"),
     (["--schedule", "32", "--tokens-per-step", str(2 ** 45)], "token ids"),
-    (["--eval-lengths", "32,100000"], "val split"),
-    (["--micro-batch-tokens", "lots"], "'auto' or a number"),
+    (["--eval-lengths", "32,1000000"], "val split"),
     (["--micro-batch-tokens", "0"], "--micro-batch-tokens 0"),
 ])
 def test_silently_wrong_flags_are_refused_and_leave_no_folder(tmp_path, capsys, flags, match):
     out = tmp_path / "x"
     fail(capsys, FAST + ["--out", str(out)] + flags, match)
     assert not out.exists()
+
+
+def test_micro_batch_tokens_takes_auto_or_a_number():
+    r = subprocess.run([sys.executable, "train.py", "--micro-batch-tokens", "lots"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: argument --micro-batch-tokens: expected 'auto' or a number of tokens, not 'lots' (see --help)"]
 
 
 def test_metrics_that_is_a_directory(tmp_path, capsys):
