@@ -249,6 +249,15 @@ def check_tokenizer(folder, tokenizer: str) -> None:
             return
 
 
+def init_state(folder, model_shape: dict, tokenizer: str) -> dict:
+    """train.py --init-from: the folder's weights for a run whose model has model_shape
+    (GPTConfig.shape()) and uses `tokenizer`; one ExportError line on any mismatch."""
+    shape, state = load_hf(folder)
+    check_matches(shape, model_shape, folder)
+    check_tokenizer(folder, tokenizer)
+    return state
+
+
 # ----------------------------------------------------------------------------- command line
 
 def main(argv=None) -> int:

@@ -147,8 +147,9 @@ class CausalSelfAttention(nn.Module):
         q, k = rotate_at(q, cos, sin, self.rotary.rot_dim), rotate_at(k, cos, sin, self.rotary.rot_dim)
         keys, values = kv
         keys[:, :, pos:pos + t], values[:, :, pos:pos + t] = k, v
-        # New token i (at pos+i) sees keys 0..pos+i: causal, shifted by the cached prefix.
-        mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        # New token i (at pos+i) sees keys 0..pos+i: causal, shifted by the cached prefix. A single
+        # new token sees them all: no mask, so SDPA takes its faster unmasked path.
+        mask = None if t == 1 else torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
         y = F.scaled_dot_product_attention(q, keys[:, :, :pos + t], values[:, :, :pos + t], attn_mask=mask)
         return self.dense(y.transpose(1, 2).reshape(B, t, C))         # (B, t, C)
 

@@ -216,3 +216,14 @@ def test_a_folder_with_another_tokenizer_is_refused(tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": neox}}))
     with pytest.raises(export.ExportError, match="not the run's gpt2 tokenizer"):
         export.check_tokenizer(folder, "gpt2")
+
+
+def test_init_state_is_the_one_call_for_init_from(tmp_path):
+    """What train.py --init-from calls: weights that load strictly into the run's model, or one line."""
+    folder = save(tmp_path, hf_model())
+    shape, _ = export.load_hf(folder)
+    run_model = GPT(GPTConfig(**shape))
+    run_model.load_state_dict(export.init_state(folder, run_model.cfg.shape(), "gpt2"))
+    assert torch.equal(run_model.embed_out.weight, hf_model().lm_head.weight)
+    with pytest.raises(export.ExportError, match="n_head is 4, the run's model has 8"):
+        export.init_state(folder, {**shape, "n_head": 8}, "gpt2")

@@ -67,3 +67,13 @@ def test_a_sliding_window_still_runs_uncached():
     m = model()
     out = m.generate(torch.zeros(1, 3, dtype=torch.long), 20, temperature=0, max_context=8)
     assert out.shape == (1, 23)
+
+
+def test_cached_generation_under_bf16_autocast():
+    """train.py samples under autocast: bf16 keys go into the fp32 buffers, SDPA autocasts."""
+    m = model()
+    prompt = torch.randint(0, 256, (1, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = m.generate(prompt, 20, temperature=0)
+        uncached = m.generate(prompt, 20, temperature=0, use_cache=False)
+    assert torch.equal(cached, uncached)
