@@ -227,3 +227,17 @@ def test_init_state_is_the_one_call_for_init_from(tmp_path):
     assert torch.equal(run_model.embed_out.weight, hf_model().lm_head.weight)
     with pytest.raises(export.ExportError, match="n_head is 4, the run's model has 8"):
         export.init_state(folder, {**shape, "n_head": 8}, "gpt2")
+
+
+def test_a_real_training_run_exports(tmp_path):
+    """One step of train.py, so a change to its checkpoint shows up here, not in a user's export."""
+    import train
+    run = tmp_path / "run"
+    assert train.main(["--preset", "tiny", "--schedule", "32", "--tokens-per-step", "256", "--max-tokens", "256",
+                       "--eval-tokens", "256", "--eval-lengths", "32", "--eval-interval", "1e9",
+                       "--log-interval", "0", "--sample-tokens", "0", "--out", str(run)]) == 0
+    export.export(run, tmp_path / "hf")
+    ckpt = train.load_checkpoint(run)
+    ours = GPT(GPTConfig(**ckpt["model_config"])).eval()
+    ours.load_state_dict(ckpt["model"])
+    logits_agree(ours, transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "hf").eval(), 256, T=64)
