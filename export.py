@@ -146,7 +146,7 @@ def write_gpt2_tokenizer(out: Path, max_len: int):
 
 def export(run_dir, out_dir) -> list:
     """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
-    from train import load_checkpoint   # late: export.load_hf is imported by train.py
+    from train import load_checkpoint   # late: train.py imports this module (--init-from)
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
