@@ -145,6 +145,25 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)                             # (B, T, C)
         return self.dense(y)
 
+    def forward_cached(self, x, kv, pos: int):
+        """Attention for t new tokens at positions pos..pos+t-1, reading and extending the cache.
+
+        kv: this layer's (keys, values) buffers, each (B, nh, max_len, hs); rows < pos hold the
+        earlier tokens. Plain SDPA, not the Triton kernel: a decode step is one query row."""
+        B, t, C = x.shape
+        qkv = self.query_key_value(x).view(B, t, self.n_head, 3 * self.head_dim)
+        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)   # each (B, nh, t, hs)
+        cos, sin = self.rotary.tables(pos + t, x.device)              # grown past the trained length if needed
+        cos, sin = cos[pos:], sin[pos:]                               # (t, rot_dim): the new positions only
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        keys, values = kv
+        keys[:, :, pos:pos + t], values[:, :, pos:pos + t] = k, v
+        # New token i (at pos+i) sees keys 0..pos+i: causal, shifted by the cached prefix. A single
+        # new token sees them all: no mask, so SDPA takes its faster unmasked path.
+        mask = None if t == 1 else torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        y = F.scaled_dot_product_attention(q, keys[:, :, :pos + t], values[:, :, :pos + t], attn_mask=mask)
+        return self.dense(y.transpose(1, 2).reshape(B, t, C))         # (B, t, C)
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -169,6 +188,14 @@ class Block(nn.Module):
         if self.parallel:   # GPT-NeoX / Pythia: both branches read the same x
             return x + self.attention(self.input_layernorm(x)) + self.mlp(self.post_attention_layernorm(x))
         x = x + self.attention(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_cached(self, x, kv, pos: int):
+        """forward, with attention reading and extending this layer's KV cache."""
+        if self.parallel:
+            return (x + self.attention.forward_cached(self.input_layernorm(x), kv, pos)
+                    + self.mlp(self.post_attention_layernorm(x)))
+        x = x + self.attention.forward_cached(self.input_layernorm(x), kv, pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -273,23 +300,58 @@ class GPT(nn.Module):
         loss = chunked_cross_entropy(x.view(-1, x.size(-1)), self.embed_out.weight, targets.reshape(-1))
         return None, loss
 
+    def new_kv_cache(self, batch: int, max_len: int):
+        """Empty (keys, values) buffers per layer, each (B, nh, max_len, hs), preallocated so a
+        decode step writes one row instead of re-running (or re-copying) the prefix."""
+        c, w = self.cfg, self.embed_in.weight
+        def empty():
+            return torch.zeros(batch, c.n_head, max_len, c.head_dim, dtype=w.dtype, device=w.device)
+        return [(empty(), empty()) for _ in range(c.n_layer)]
+
+    def forward_cached(self, idx, cache, pos: int):
+        """Logits for tokens idx (B, t) at positions pos..pos+t-1, given the cache of the pos
+        tokens before them (from new_kv_cache); their keys and values are added to it."""
+        x = self.embed_in(idx)                                  # (B, t, C)
+        for block, kv in zip(self.layers, cache):
+            x = block.forward_cached(x, kv, pos)
+        return self.embed_out(self.final_layer_norm(x))        # (B, t, vocab)
+
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, max_context=None):
-        """Sample tokens one at a time (no KV cache: simple, and fine at course sizes).
-        The context is not cropped unless `max_context` is given: RoPE extrapolates."""
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, max_context=None,
+                 use_cache: bool = True):
+        """Sample max_new_tokens tokens after idx (B, T), one at a time.
+
+        With the KV cache (default) the prompt runs once, then each step runs only the newest
+        token against the stored keys and values: the cost per token no longer grows with the
+        prefix's full forward. use_cache=False re-runs the whole context every step (the
+        reference the cache is tested against). The context is not cropped unless
+        `max_context` is given (RoPE extrapolates); a sliding window shifts every position,
+        so it cannot reuse cached keys and always runs uncached."""
+        if not use_cache or max_context is not None:
+            for _ in range(max_new_tokens):
+                ctx = idx if max_context is None else idx[:, -max_context:]
+                idx = torch.cat((idx, sample_next(self(ctx)[0][:, -1], temperature, top_k)), dim=1)
+            return idx
+        cache = self.new_kv_cache(idx.size(0), idx.size(1) + max_new_tokens)
+        pos, new = 0, idx                                       # the first step runs the whole prompt
         for _ in range(max_new_tokens):
-            ctx = idx if max_context is None else idx[:, -max_context:]
-            logits = self(ctx)[0][:, -1, :].float()
-            if temperature <= 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-            idx = torch.cat((idx, nxt), dim=1)
+            logits = self.forward_cached(new, cache, pos)       # (B, t, vocab)
+            pos += new.size(1)
+            new = sample_next(logits[:, -1], temperature, top_k)
+            idx = torch.cat((idx, new), dim=1)
         return idx
+
+
+def sample_next(logits, temperature: float, top_k=None):
+    """One token per row from the last position's logits (B, vocab); temperature <= 0: greedy."""
+    logits = logits.float()
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
 
 
 def make_config(preset: str, vocab_size=None, attn: str = "sdpa") -> GPTConfig:

