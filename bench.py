@@ -23,25 +23,31 @@ FLOPs counted (causal halves the forward): forward 4*B*H*T^2*D * 0.5, backward 2
 the forward, so forward+backward 3.5x. speedup = SDPA time / our time (> 1: ours faster).
 """
 
+import os
 import signal
 import sys
 
 
+def stopped(signum: int) -> int:
+    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
 def stop(signum, _frame):
-    """Ctrl-C or SIGTERM, from start-up (torch takes seconds to import) to the last row: one
-    line and exit 128 + the signal's number (130 for Ctrl-C); a per-length child dies with us."""
-    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr)
-    raise SystemExit(128 + signum)
+    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
+    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
+    raise SystemExit(stopped(signum))
 
 
-if __name__ == "__main__":   # installed before the slow imports below, so they are covered too
+if __name__ == "__main__":
+    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
+    # exception raised inside a compiled module's start-up would surface as an ImportError.
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, stop)
+        signal.signal(s, lambda signum, _frame: os._exit(stopped(signum)))
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
-import os  # noqa: E402
 import platform  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -412,4 +418,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
     sys.exit(main())

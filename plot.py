@@ -6,20 +6,27 @@ Writes loss_vs_time.png, loss_vs_tokens.png (train loss, stage changes marked),
 val_vs_time.png (validation loss at one context length) and val_vs_context.png
 (validation loss against context length: the final eval, or extension.json if a run has one).
 """
+import os
 import signal
 import sys
 
 
+def stopped(signum: int) -> int:
+    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
 def stop(signum, _frame):
-    """Ctrl-C or SIGTERM (matplotlib takes a while to import): one line and exit 128 + signal,
-    never a traceback; a figure being written is left as it was (data.atomic_write)."""
-    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr)
-    raise SystemExit(128 + signum)
+    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
+    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
+    raise SystemExit(stopped(signum))
 
 
-if __name__ == "__main__":   # installed before the slow imports below, so they are covered too
+if __name__ == "__main__":
+    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
+    # exception raised inside a compiled module's start-up would surface as an ImportError.
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, stop)
+        signal.signal(s, lambda signum, _frame: os._exit(stopped(signum)))
 
 import json  # noqa: E402
 import math  # noqa: E402
@@ -216,4 +223,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
     sys.exit(main())
