@@ -208,3 +208,15 @@ def test_ctrl_c_lets_the_run_checkpoint(tmp_path):
                                   "--seed", "1", "--tokens-per-step", "1024", "--eval-tokens", "2048",
                                   "--log-interval", "0"])
     assert experiments.choose_folder(metrics.parent, want) == (metrics.parent, "resumable")
+
+
+def test_extension_uses_only_wallclock_runs_with_these_settings(tmp_path, fake, capsys, monkeypatch):
+    assert experiments.main(["wallclock", "--runs", str(tmp_path), "--seeds", "1", "--budget", "1m"]) == 0
+    capsys.readouterr()
+    assert experiments.main(["extension", "--runs", str(tmp_path), "--seeds", "1", "--budget", "2m"]) == 2
+    assert capsys.readouterr().err.startswith("error: no finished wallclock runs with these settings")
+    extended = []
+    monkeypatch.setattr(experiments, "extend", lambda out, *_: extended.append(out.name) or {"64": 2.0})
+    assert experiments.main(["extension", "--runs", str(tmp_path), "--seeds", "1", "--budget", "1m"]) == 0
+    assert extended == ["fixed128-s1", "fixed1024-s1", "grow-s1"] and len(fake.calls) == 3
+    assert (tmp_path / "extension" / "results.md").read_text().startswith("| run | 64 |")
