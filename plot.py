@@ -25,8 +25,8 @@ def stop(signum, _frame):
 if __name__ == "__main__":
     # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
     # exception raised inside a compiled module's start-up would surface as an ImportError.
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda signum, _frame: os._exit(stopped(signum)))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
 
 import json  # noqa: E402
 import math  # noqa: E402
@@ -223,6 +223,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, stop)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     sys.exit(main())

@@ -188,9 +188,11 @@ def test_a_real_run_is_kept_then_rerun_under_new_settings(tmp_path, monkeypatch)
     assert (folder, state) == (tmp_path / "t" / "arm-s7-2", "new")
 
 
-def test_ctrl_c_lets_the_run_checkpoint(tmp_path):
-    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while a run trains:
-    experiments.py waits for train.py's checkpoint, then exits 130 in one line."""
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signal_lets_the_run_checkpoint(tmp_path, signum, to_group):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to
+    experiments.py alone (it passes it on) while a run trains: experiments.py waits for
+    train.py's checkpoint, then exits 128 + signal in one line."""
     p = subprocess.Popen([sys.executable, "experiments.py", "tokens", "--runs", str(tmp_path), "--max-tokens",
                           "10000000", "--extra", "--tokens-per-step 1024 --eval-tokens 2048 --log-interval 0"],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -198,10 +200,13 @@ def test_ctrl_c_lets_the_run_checkpoint(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and (not metrics.exists() or metrics.read_text().count('"train"') < 2):
         time.sleep(0.2)
-    os.killpg(p.pid, signal.SIGINT)
+    if to_group:
+        os.killpg(p.pid, signum)
+    else:
+        p.send_signal(signum)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
-    assert err.splitlines() == [f"error: stopped by SIGINT; {metrics.parent} has checkpointed: "
+    assert p.returncode == 128 + signum, err
+    assert err.splitlines() == [f"error: stopped by {signum.name}; {metrics.parent} has checkpointed: "
                                 "the same command resumes it"]
     assert (metrics.parent / "ckpt.pt").is_file() and not (metrics.parent / "failed.json").exists()
     want, _ = train.parse_config([*experiments.COMMON, *experiments.ARMS["fixed128"], "--max-tokens", "10000000",
