@@ -27,11 +27,37 @@ FLOPs counted (causal halves the forward): forward 4*B*H*T^2*D * 0.5, backward 2
 the forward, so forward+backward 3.5x. speedup = SDPA time / our time (> 1: ours faster).
 """
 
-import argparse
-import contextlib
-import datetime
-import platform
+import os
+import signal
 import sys
+
+
+def stopped(signum: int) -> int:
+    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
+def stop(signum, _frame):
+    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
+    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
+    raise SystemExit(stopped(signum))
+
+
+if __name__ == "__main__":
+    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
+    # exception raised inside a compiled module's start-up would surface as an ImportError.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from data import DataError, atomic_write  # noqa: E402
+from model import ATTN_BACKENDS, PRESETS  # noqa: E402
+from train import OneLineParser  # noqa: E402
 
 
 def _sdpa_backend(q):
@@ -178,7 +204,7 @@ def bench_attention(args):
             torch.cuda.empty_cache()
 
     if args.out:
-        with open(args.out, "w") as f:
+        with atomic_write(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
         print(f"wrote {args.out}")
     if failed:
@@ -258,20 +284,32 @@ def _max_tokens_cuda(step, T, start_tokens):
     return lo * T
 
 
-def bench_lengths(args):
+def _run_child(T, args, attn):
+    """One length in a fresh process; its failure comes back as one line with its reason."""
     import json
     import subprocess
+    cmd = [sys.executable, __file__, "lengths", "--one", str(T), "--tokens", str(args.tokens),
+           "--preset", args.preset, "--attn", attn, "--iters", str(args.iters)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode == 0:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    if r.returncode < 0:   # killed: on CPU, most likely the kernel's out-of-memory killer
+        reason = f"killed by {signal.Signals(-r.returncode).name} (out of memory?)"
+    else:                  # the last stderr line: our one-line error, or a traceback's exception
+        lines = r.stderr.strip().splitlines() or [f"exit code {r.returncode}"]
+        reason = lines[-1].removeprefix("error: ")
+    raise BenchError(f"lengths: T={T} failed: {reason}")
+
+
+def bench_lengths(args):
     import time
-    from pathlib import Path
 
     import torch
     if args.one:
         return _one_length(args)
-    lengths = [int(x) for x in args.lengths.split(",")]
-    bad = [T for T in lengths if args.tokens % T]
+    bad = [T for T in args.lengths if args.tokens % T]
     if bad:
-        print(f"error: --tokens {args.tokens} is not a multiple of length(s) {bad}", file=sys.stderr)
-        return 2
+        raise BenchError(f"--tokens {args.tokens} is not a multiple of length(s) {bad}")
     cuda = torch.cuda.is_available() and args.device != "cpu"
     attn = args.attn or ("triton" if cuda else "sdpa")
     print(f"# bench.py lengths: {args.preset}, attn {attn}, {args.tokens} tokens per step, "
@@ -279,23 +317,35 @@ def bench_lengths(args):
     rows = []
     if cuda:
         step = _train_step_fn(args.preset, attn, "cuda", torch.bfloat16)
-        for T in lengths:
+        for T in args.lengths:
             torch.cuda.reset_peak_memory_stats()
             sec = _time_steps(step, args.tokens // T, T, args.iters)
             peak = torch.cuda.max_memory_allocated() / 2**30
             most = _max_tokens_cuda(step, T, args.tokens) if args.max_batch else None
             rows.append({"T": T, "step_s": sec, "peak_gib": peak, "max_tokens": most})
     else:
-        for T in lengths:
-            cmd = [sys.executable, __file__, "lengths", "--one", str(T), "--tokens", str(args.tokens),
-                   "--preset", args.preset, "--attn", attn, "--iters", str(args.iters)]
-            r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        rows = [_run_child(T, args, attn) for T in args.lengths]
+    text = _lengths_table(rows, args, cuda)
+    print(text)
+    if not cuda:
+        print("\nCPU: step memory is the growth of the process's peak RSS over its size once the model "
+              "and optimizer exist (torch's own libraries excluded); "
+              "the largest batch that fits is not searched on CPU (no out-of-memory signal short of the OS killer).")
+    if args.out:
+        with atomic_write(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def _lengths_table(rows, args, cuda):
+    from model import flops_per_token, make_config, peak_flops
     longest = rows[-1]
     mem = "peak_gib" if cuda else "step_gib"   # CPU: RSS above the process's size before the first step
+    peak = peak_flops("cuda") if cuda and not args.max_batch else None     # MFU where the bf16 peak is known
     lines = [f"| T | batch | step time (s) | time ratio | {'peak' if cuda else 'step'} memory (GiB) | memory ratio | "
-             + ("max tokens/batch | tokens ratio |" if cuda and args.max_batch else "tokens/s |"),
-             "|---|---|---|---|---|---|---|" + ("---|" if cuda and args.max_batch else "")]
+             + ("max tokens/batch | tokens ratio |" if cuda and args.max_batch else "tokens/s |")
+             + (" MFU |" if peak else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if cuda and args.max_batch or peak else "")]
     for r in rows:
         cells = [str(r["T"]), str(args.tokens // r["T"]), f"{r['step_s']:.4f}", f"{r['step_s'] / longest['step_s']:.0%}",
                  f"{r[mem]:.3f}", f"{r[mem] / longest[mem]:.0%}"]
@@ -303,16 +353,27 @@ def bench_lengths(args):
             cells += [f"{r['max_tokens']:,}", f"{r['max_tokens'] / longest['max_tokens']:.0%}"]
         else:
             cells.append(f"{args.tokens / r['step_s']:,.0f}")
+        if peak:
+            tps = args.tokens / r["step_s"]
+            cells.append(f"{tps * flops_per_token(make_config(args.preset), r['T']) / peak:.1%}")
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
-    print(text)
-    if not cuda:
-        print("\nCPU: step memory is the growth of the process's peak RSS over its size once the model "
-              "and optimizer exist (torch's own libraries excluded); "
-              "the largest batch that fits is not searched on CPU (no out-of-memory signal short of the OS killer).")
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+class BenchError(Exception):
+    """A flag or file bench.py cannot use, or a benchmark child that failed; one line, exit 2."""
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 # ----------------------------------------------------------------------------- gpu: every GPU number, one report
@@ -387,20 +448,36 @@ def bench_gpu(args):
             print(text[-2000:], flush=True)
             shown = " ".join(c if c != sys.executable else "python" for c in cmd).replace(tmp, "TMP")
             parts += [f"## {title}", "", f"`{shown}` -- exit {code}, {took:.0f} s", "", "```", text, "```", ""]
-    import data as datalib
-    with datalib.atomic_write(out, "w") as f:
+    with atomic_write(out, "w") as f:
         f.write("\n".join(head + [""] + parts))
     print(f"wrote {out}")
     return 0
 
 
 def _int_list(text):
-    return [int(x) for x in text.split(",") if x]
+    """'128,256' -> [128, 256]; anything else (abc, 0, an empty list) is one argparse line."""
+    values = [_positive(x) for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("an empty list")
+    return values
+
+
+def _check_out(path):
+    """--out: caught before a benchmark spends minutes, not when the table is written."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"--out {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise BenchError(f"--out {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise BenchError(f"--out {path}: folder {path.parent} is not writable")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("attention", help="Triton flash attention vs torch SDPA (CUDA only)")
@@ -422,14 +499,16 @@ def main(argv=None):
     p.set_defaults(func=bench_attention)
 
     p = sub.add_parser("lengths", help="step time, peak memory and max batch per sequence length (paper Tables 1-3)")
-    p.add_argument("--lengths", default="128,256,512,1024,2048,4096",
+    p.add_argument("--lengths", type=_int_list, default=[128, 256, 512, 1024, 2048, 4096],
                    help="comma-separated T (default: 128..4096; the paper goes to 16384 on a GPU)")
-    p.add_argument("--tokens", type=int, default=16384,
+    p.add_argument("--tokens", type=_positive, default=16384,
                    help="tokens per training step, the same at every T (the paper's 16384)")
-    p.add_argument("--preset", default="tiny", help="model preset (default tiny; pythia-160m is the paper's)")
-    p.add_argument("--attn", default=None, help="attention backend (default: triton on CUDA, sdpa on CPU)")
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS),
+                   help="model preset (default tiny; pythia-160m is the paper's)")
+    p.add_argument("--attn", default=None, choices=ATTN_BACKENDS,
+                   help="attention backend (default: triton on CUDA, sdpa on CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
-    p.add_argument("--iters", type=int, default=9, help="timed steps per length; the median is reported")
+    p.add_argument("--iters", type=_positive, default=9, help="timed steps per length; the median is reported")
     p.add_argument("--max-batch", action="store_true", help="CUDA: also search the largest batch that fits")
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one T
@@ -440,8 +519,15 @@ def main(argv=None):
     p.set_defaults(func=bench_gpu)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        _check_out(args.out)
+        return args.func(args)
+    except (BenchError, DataError) as e:   # DataError: the table could not be written (disk full)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     sys.exit(main())

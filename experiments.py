@@ -7,26 +7,56 @@
     python experiments.py extension     # Fig. 4: val loss at 64 .. 4096 (4x the longest stage), per run
     python experiments.py all
 
-Runs go to runs/exp/<experiment>/<name>-s<seed>/ (a finished run is not run again), tables
-to results/<experiment>.md, figures to results/<experiment>/. On a GPU, pass the model and
-data through, e.g.  --extra "--preset pythia-160m --tokenizer gpt2 --data DIR" --budget 1h.
+Runs go to runs/exp/<experiment>/<name>-s<seed>/. A run is reused only if the config it
+recorded (the first line of its metrics.jsonl) equals the one asked for now; an interrupted
+one (Ctrl-C) is resumed; one run with other settings is kept, and the new settings go to the
+next free folder (<name>-s<seed>-2, -3, ...); one that failed is started afresh there too.
+The table and figures go beside the runs (runs/exp/<experiment>/results.md and figures/);
+--publish writes them to results/<experiment>.md and results/<experiment>/ instead, the files
+the README shows. On a GPU, pass the model and data through, e.g.
+    --extra "--preset pythia-160m --tokenizer gpt2 --data DIR" --budget 1h
 """
-import argparse
-import json
-import shlex
-import subprocess
+import os
+import signal
 import sys
-import time
-from pathlib import Path
 
-import torch
 
-import plot
-import train
-from data import TokenData, resolve
-from model import GPT, GPTConfig
+def stopped(signum: int) -> int:
+    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
+def stop(signum, _frame):
+    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
+    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
+    raise SystemExit(stopped(signum))
+
+
+if __name__ == "__main__":
+    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
+    # exception raised inside a compiled module's start-up would surface as an ImportError.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from dataclasses import fields  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import plot  # noqa: E402
+import schedule as sched  # noqa: E402
+import train  # noqa: E402
+from data import TokenData, atomic_write, resolve  # noqa: E402
+from model import GPT, PRESETS, GPTConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+PUBLISHED = ROOT / "results"     # the committed tables and figures: written only with --publish
 GROW = "128,256,512,1024"
 # name -> train.py flags; the baselines are just one-stage schedules.
 ARMS = {
@@ -41,33 +71,156 @@ RATIO_ARMS = {   # the 4-stage equal-ratio arm is the wallclock experiment's "gr
     "grow-ratios-4211": ["--schedule", GROW, "--ratios", "4,2,1,1"],
 }
 COMMON = ["--eval-lengths", "128,1024", "--eval-interval", "15", "--log-interval", "5", "--sample-tokens", "0"]
+# Flags the experiments set themselves; --extra setting one would silently change what an arm means.
+RESERVED = {"out": "", "resume": "", "stop_at_step": "", "seed": " (use --seeds)", "schedule": "",
+            "ratios": "", "budget": " (use experiments.py --budget)", "max_tokens": " (use experiments.py --max-tokens)"}
 
 
-def run_arm(exp, name, seed, flags, args):
-    out = ROOT / "runs" / "exp" / exp / f"{name}-s{seed}"
-    done = out / "metrics.jsonl"
-    if done.exists() and any(json.loads(line).get("reason") == "end" for line in done.read_text().splitlines()
-                             if '"eval"' in line):
-        print(f"[{exp}] {out.name}: finished earlier, kept")
+class ExperimentError(Exception):
+    """A flag, or a run, that stops the experiment; one line, exit code 2."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM while a run trained: it has checkpointed, the same command resumes it."""
+
+    def __init__(self, signum: int, folder: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; {folder} has checkpointed: "
+                         "the same command resumes it")
+        self.exit_code = 128 + signum
+
+
+# ----------------------------------------------------------------------------- which folder an arm uses
+
+IGNORED = ("out", "resume", "stop_at_step")   # about one invocation of train.py, not about the run
+FILLED_BY_TRAIN = ("budget", "attn")          # not given: train.py chooses, and records its choice
+
+
+def recorded_config(folder: Path):
+    """The config a run recorded as the first line of its metrics.jsonl, or None if it has none."""
+    try:
+        with open(folder / "metrics.jsonl", errors="replace") as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    names = {f.name for f in fields(train.TrainConfig)}
+    if not isinstance(first, dict) or first.get("kind") != "config" or not names <= set(first):
+        return None
+    return first
+
+
+def config_difference(want: train.TrainConfig, got: dict) -> list:
+    """The settings in which a recorded config differs from the one asked for, as flags."""
+    diff = []
+    for f in fields(train.TrainConfig):
+        new, old = getattr(want, f.name), got[f.name]
+        if f.name in IGNORED or new == old or (new is None and f.name in FILLED_BY_TRAIN):
+            continue
+        diff.append(f"--{f.name.replace('_', '-')} {old} (now {new})")
+    return diff
+
+
+def finished(folder: Path) -> bool:
+    recs, _ = plot.read_metrics(folder / "metrics.jsonl")
+    return any(r["kind"] == "eval" and r.get("reason") == "end" for r in recs)
+
+
+def inspect(folder: Path, want: train.TrainConfig):
+    """-> ("finished" | "resumable" | "other", why) for an existing run folder."""
+    if (folder / "failed.json").exists():
+        return "other", "failed earlier (see its failed.json)"
+    got = recorded_config(folder)
+    if got is None:
+        return "other", "holds no recorded config"
+    diff = config_difference(want, got)
+    if diff:
+        return "other", "was run with " + ", ".join(diff)
+    if finished(folder):
+        return "finished", "finished earlier with the same config"
+    if (folder / "ckpt.pt").is_file():
+        return "resumable", "interrupted earlier with the same config"
+    return "other", "stopped before its first checkpoint"
+
+
+def choose_folder(base: Path, want: train.TrainConfig):
+    """-> (folder, state): the first of base, base-2, base-3 ... that holds this very config
+    (state "finished" or "resumable"), else the first free one (state "new")."""
+    n = 1
+    while True:
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not folder.exists():
+            return folder, "new"
+        state, why = inspect(folder, want)
+        if state != "other":
+            return folder, state
+        print(f"  {folder.name} {why}: not used", flush=True)
+        n += 1
+
+
+# ----------------------------------------------------------------------------- running one arm
+
+def run_train(cmd: list):
+    """Run train.py; -> (exit code, its stderr, the signal that stopped us or None).
+
+    Ctrl-C reaches train.py by itself (same process group) and SIGTERM is passed on: either
+    way it finishes its step and checkpoints, and we wait for that rather than kill it."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    got = []
+
+    def on_signal(signum, _frame):
+        got.append(signum)
+        if signum == signal.SIGTERM:
+            proc.terminate()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _, err = proc.communicate()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return proc.returncode, err, (got[0] if got else None)
+
+
+def run_arm(exp, name, seed, flags, args) -> Path:
+    """The folder of one finished run of train.py with these flags: reused, resumed or run."""
+    argv = [*COMMON, *flags, "--seed", str(seed), *args.extra]
+    want, _ = train.parse_config(argv)
+    print(f"[{exp}] {name}-s{seed}", flush=True)
+    out, state = choose_folder(args.runs / exp / f"{name}-s{seed}", want)
+    if state == "finished":
+        print(f"  {out.name}: finished earlier with the same config, kept")
         return out
-    cmd = [sys.executable, "train.py", *COMMON, *flags, "--seed", str(seed), "--out", str(out),
-           *shlex.split(args.extra)]
-    if out.exists():
-        cmd = [sys.executable, "train.py", "--resume", str(out)]
-    print(f"[{exp}] {out.name}: {' '.join(cmd[1:])}", flush=True)
+    cmd = [sys.executable, "train.py", *(["--resume", str(out)] if state == "resumable" else [*argv, "--out", str(out)])]
+    print(f"  {out.name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
-    code = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL).returncode
-    if code:   # train.py has printed its own one-line reason on stderr
-        sys.exit(f"error: [{exp}] {out.name} failed with exit code {code}")
-    (out / "wall.json").write_text(json.dumps({"wall_s": round(time.time() - t0, 1)}))
+    code, err, sig = run_train(cmd)
+    if sig is not None:
+        raise Stopped(sig, out)
+    if code:
+        reason = (err.strip().splitlines() or [f"exit code {code}"])[-1].removeprefix("error: ")
+        if out.is_dir():   # never resumed: the next run of this command starts it afresh beside it
+            with atomic_write(out / "failed.json", "w") as f:
+                json.dump({"exit_code": code, "command": cmd, "stderr": err[-4000:]}, f)
+        raise ExperimentError(f"[{exp}] {out.name} failed: {reason}")
+    if not finished(out):
+        raise ExperimentError(f"[{exp}] {out.name} stopped before its end; the same command resumes it")
+    with atomic_write(out / "wall.json", "w") as f:
+        json.dump({"wall_s": round(time.time() - t0, 1)}, f)
     return out
 
 
+def find_finished(exp, name, seed, flags, args):
+    """The folder of a finished run with these flags, or None; never runs anything."""
+    want, _ = train.parse_config([*COMMON, *flags, "--seed", str(seed), *args.extra])
+    out, state = choose_folder(args.runs / exp / f"{name}-s{seed}", want)
+    return out if state == "finished" else None
+
+
+# ----------------------------------------------------------------------------- tables and figures
+
 def summary(out: Path) -> dict:
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs, _ = plot.read_metrics(out / "metrics.jsonl")
     evals = [r for r in recs if r["kind"] == "eval"]
     wall = json.loads((out / "wall.json").read_text())["wall_s"] if (out / "wall.json").exists() else None
-    return {"run": out.name, "train_s": evals[-1]["elapsed_s"], "tokens": evals[-1]["tokens"],
+    return {"run": out.name, "train_s": evals[-1]["elapsed_s"], "tokens": evals[-1].get("tokens", 0),
             "val": evals[-1]["loss"], "evals": evals, "wall_s": wall}
 
 
@@ -85,22 +238,41 @@ def spread(values):
         else f"{values[0]:.4f}"
 
 
-def write_table(exp, rows, extra_lines=()):
+def results_place(exp, args):
+    """-> (table file, figures folder): beside the runs, or the committed results/ with --publish."""
+    if args.publish:
+        return PUBLISHED / f"{exp}.md", PUBLISHED / exp
+    return args.runs / exp / "results.md", args.runs / exp / "figures"
+
+
+def write_text(exp, text, args):
+    path, _ = results_place(exp, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    print(text)
+    print(f"wrote {path}")
+
+
+def write_table(exp, rows, args, extra_lines=()):
     lengths = sorted({k for r in rows for k in r["val"]}, key=int)
-    lines = [f"| run | train s | wall s | tokens | " + " | ".join(f"val@{k}" for k in lengths) + " |",
+    lines = ["| run | train s | wall s | tokens | " + " | ".join(f"val@{k}" for k in lengths) + " |",
              "|---|---|---|---|" + "---|" * len(lengths)]
     for r in rows:
         lines.append(f"| {r['run']} | {r['train_s']:.0f} | {r['wall_s'] or '-'} | {r['tokens']:,} | " +
                      " | ".join(f"{r['val'].get(k, float('nan')):.4f}" for k in lengths) + " |")
-    text = "\n".join([*lines, "", *extra_lines]) + "\n"
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / f"{exp}.md").write_text(text)
-    print(text)
+    write_text(exp, "\n".join([*lines, "", *extra_lines]) + "\n", args)
 
 
-def figures(exp, outs):
-    plot.main([str(o) for o in outs] + ["--out", str(ROOT / "results" / exp)])
+def figures(exp, outs, args):
+    _, folder = results_place(exp, args)
+    runs = [plot.load_run(o) for o in outs]
+    plot.make_out(folder)
+    plot.draw(runs, folder, None)
+    print(f"wrote figures to {folder}/")
 
+
+# ----------------------------------------------------------------------------- the experiments
 
 def exp_wallclock(args):
     outs = {(name, s): run_arm("wallclock", name, s, flags + ["--budget", args.budget], args)
@@ -116,29 +288,29 @@ def exp_wallclock(args):
         budget = rows[("fixed1024", s)]["train_s"]
         lines.append(f"- seed {s}: GrowLength reaches fixed1024's final val@1024 ({target:.4f}) at "
                      + (f"{t:.0f}s = {t / budget:.0%} of the budget" if t else "no point within the budget"))
-    write_table("wallclock", list(rows.values()), lines)
-    figures("wallclock", [outs[(n, args.seeds[0])] for n in ARMS])
+    write_table("wallclock", list(rows.values()), args, lines)
+    figures("wallclock", [outs[(n, args.seeds[0])] for n in ARMS], args)
     return list(outs.values())
 
 
 def exp_tokens(args):
     outs = [run_arm("tokens", name, args.seeds[0], flags + ["--max-tokens", str(args.max_tokens)], args)
             for name, flags in ARMS.items()]
-    write_table("tokens", [summary(o) for o in outs], [f"- all runs: {args.max_tokens:,} tokens; compare train s."])
-    figures("tokens", outs)
+    write_table("tokens", [summary(o) for o in outs], args, [f"- all runs: {args.max_tokens:,} tokens; compare train s."])
+    figures("tokens", outs, args)
     return outs
 
 
 def exp_sizes(args):
     outs = []
-    for preset in args.sizes.split(","):
+    for preset in args.sizes:
         for name in ("fixed1024", "grow"):
             flags = ARMS[name] + ["--budget", args.budget]
             # the default preset's runs are the wallclock experiment's: reuse, do not rerun
             outs.append(run_arm("wallclock", name, args.seeds[0], flags, args) if preset == "tiny" else
                         run_arm("sizes", f"{preset}-{name}", args.seeds[0], flags + ["--preset", preset], args))
-    write_table("sizes", [summary(o) for o in outs])
-    figures("sizes", outs)
+    write_table("sizes", [summary(o) for o in outs], args)
+    figures("sizes", outs, args)
     return outs
 
 
@@ -146,8 +318,8 @@ def exp_ratios(args):
     outs = [run_arm("wallclock", "grow", args.seeds[0], ARMS["grow"] + ["--budget", args.budget], args)]
     outs += [run_arm("ratios", name, args.seeds[0], flags + ["--budget", args.budget], args)
              for name, flags in RATIO_ARMS.items()]
-    write_table("ratios", [summary(o) for o in outs])
-    figures("ratios", outs)
+    write_table("ratios", [summary(o) for o in outs], args)
+    figures("ratios", outs, args)
     return outs
 
 
@@ -161,14 +333,19 @@ def extend(out: Path, eval_tokens: int, max_context: int) -> dict:
     data = TokenData(resolve(cfg["data"], cfg["tokenizer"]))
     lengths = [2 ** i for i in range(6, 20) if 2 ** i <= max_context]
     losses = train.evaluate(model, data, lengths, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
-    (out / "extension.json").write_text(json.dumps(losses))
+    with atomic_write(out / "extension.json", "w") as f:
+        json.dump(losses, f)
     return losses
 
 
 def exp_extension(args):
-    outs = sorted(p.parent for p in (ROOT / "runs" / "exp" / "wallclock").glob("*/ckpt.pt"))
+    """The wallclock runs with the settings asked for now (never runs them: that is `wallclock`)."""
+    found = [find_finished("wallclock", name, s, flags + ["--budget", args.budget], args)
+             for s in args.seeds for name, flags in ARMS.items()]
+    outs = [o for o in found if o is not None]
     if not outs:
-        sys.exit("error: no finished wallclock runs; run `python experiments.py wallclock` first")
+        raise ExperimentError("no finished wallclock runs with these settings; "
+                              "run `python experiments.py wallclock` with them first")
     results = {}
     for out in outs:
         results[out.name] = extend(out, args.eval_tokens, args.max_context)
@@ -177,17 +354,68 @@ def exp_extension(args):
     lines = ["| run | " + " | ".join(lengths) + " |", "|---|" + "---|" * len(lengths)]
     lines += [f"| {name} | " + " | ".join(f"{losses.get(k, float('nan')):.4f}" for k in lengths) + " |"
               for name, losses in results.items()]
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "extension.md").write_text("\n".join(lines) + "\n")
-    figures("extension", [o for o in outs if o.name.endswith(f"-s{args.seeds[0]}")])
+    write_text("extension", "\n".join(lines) + "\n", args)
+    first_seed = [o for o in found[:len(ARMS)] if o is not None]
+    figures("extension", first_seed or outs, args)
 
 
+# To add an experiment: a function that calls run_arm for each of its runs, then write_table
+# and figures; then a line here.
 EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes,
                "ratios": exp_ratios, "extension": exp_extension}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+# ----------------------------------------------------------------------------- command line
+
+def parse_seeds(text: str) -> list:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ExperimentError(f"--seeds {text!r}: give comma-separated integers, e.g. 1,2") from None
+    if any(not 0 <= s < 2 ** 63 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ExperimentError(f"--seeds {text}: each seed once, each in 0 .. 2^63-1")
+    return seeds
+
+
+def parse_extra(text: str) -> list:
+    """--extra's train.py flags, checked now by train.py's own parser, not at the first run."""
+    try:
+        extra = shlex.split(text)
+    except ValueError as e:   # e.g. "No closing quotation"
+        raise ExperimentError(f"--extra {text!r}: {e}") from None
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):   # train's parser prints its one line, then exits
+            _, given = train.parse_config([*COMMON, *extra])
+    except SystemExit:
+        why = said.getvalue().strip().removeprefix("error: ").removesuffix(" (see --help)")
+        raise ExperimentError(f"--extra {text!r}: {why}") from None
+    reserved = sorted(given & set(RESERVED))
+    if reserved:
+        name = reserved[0]
+        raise ExperimentError(f"--extra: --{name.replace('_', '-')} is set by the experiments{RESERVED[name]}")
+    return extra
+
+
+def check_args(args):
+    """Every flag, before the first run starts (a run takes minutes)."""
+    args.seeds = parse_seeds(args.seeds)
+    args.extra = parse_extra(args.extra)
+    sched.parse_duration(args.budget)
+    args.sizes = args.sizes.split(",")
+    unknown = [s for s in args.sizes if s not in PRESETS]
+    if unknown:
+        raise ExperimentError(f"--sizes: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    for flag in ("max_tokens", "eval_tokens", "max_context"):
+        if getattr(args, flag) < 1:
+            raise ExperimentError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
+    args.runs = Path(args.runs).resolve()
+    if args.runs.exists() and not args.runs.is_dir():
+        raise ExperimentError(f"--runs {args.runs}: is a file, not a folder")
+
+
+def main(argv=None) -> int:
+    p = train.OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
     p.add_argument("--budget", default="3m", help="wallclock budget per run (default %(default)s)")
     p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens`")
@@ -197,11 +425,24 @@ def main(argv=None):
     p.add_argument("--max-context", type=int, default=4096,
                    help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
     p.add_argument("--extra", default="", help="more train.py flags for every run, quoted")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "exp"), help="folder of the runs (default runs/exp)")
+    p.add_argument("--publish", action="store_true",
+                   help="write the tables and figures to results/ (the README's), not beside the runs")
     args = p.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    for name in (EXPERIMENTS if args.experiment == "all" else [args.experiment]):
-        EXPERIMENTS[name](args)
+    try:
+        check_args(args)
+        for name in (EXPERIMENTS if args.experiment == "all" else [args.experiment]):
+            EXPERIMENTS[name](args)
+    except (ExperimentError, plot.PlotError, *train.USER_ERRORS) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Stopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    sys.exit(main())

@@ -6,32 +6,136 @@ Writes loss_vs_time.png, loss_vs_tokens.png (train loss, stage changes marked),
 val_vs_time.png (validation loss at one context length) and val_vs_context.png
 (validation loss against context length: the final eval, or extension.json if a run has one).
 """
-import argparse
-import json
+import os
+import signal
 import sys
-from pathlib import Path
 
-import matplotlib
+
+def stopped(signum: int) -> int:
+    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
+def stop(signum, _frame):
+    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
+    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
+    raise SystemExit(stopped(signum))
+
+
+if __name__ == "__main__":
+    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
+    # exception raised inside a compiled module's start-up would surface as an ImportError.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+
+import json  # noqa: E402
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")   # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+
+from data import DataError, atomic_write  # noqa: E402
+from train import OneLineParser  # noqa: E402
+
+
+class PlotError(Exception):
+    """A run folder or flag plot.py cannot use; reported as one line, exit code 2."""
+
+
+# What each kind of record must hold for the figures. A run that crashed mid-write leaves a
+# half JSON line, and older or hand-edited files may lack keys: such records are skipped
+# (and counted), never a traceback.
+NEEDS = {"train": ("elapsed_s", "tokens", "loss"), "stage": ("elapsed_s", "tokens"), "eval": ("elapsed_s",)}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _losses(x):
+    """{"128": 2.1, ...} with the lengths whose loss is missing or null dropped; None if unusable."""
+    if not isinstance(x, dict):
+        return None
+    kept = {k: v for k, v in x.items() if str(k).isdigit() and _number(v)}
+    return kept or None
+
+
+def clean_record(line: str):
+    """One metrics line -> its record if the figures can use it, else None."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict):
+        return None
+    kind = rec.get("kind")
+    if kind == "config":
+        return rec
+    if kind not in NEEDS or not all(_number(rec.get(k)) for k in NEEDS[kind]):
+        return None
+    if kind == "eval":
+        rec["loss"] = _losses(rec.get("loss"))
+        if rec["loss"] is None:
+            return None
+    return rec
+
+
+def read_metrics(path: Path):
+    """-> (usable records, line numbers skipped). Undecodable bytes count as a bad line, too."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise PlotError(f"{path}: cannot read ({e.strerror})") from None
+    recs, skipped = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        rec = clean_record(line) if line.strip() else None
+        if rec is None:
+            if line.strip():
+                skipped.append(n)
+        else:
+            recs.append(rec)
+    return recs, skipped
 
 
 def load_run(folder: Path) -> dict:
     path = folder / "metrics.jsonl"
     if not path.is_file():
-        raise ValueError(f"{folder}: no metrics.jsonl")
-    recs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            recs.append(json.loads(line))
-        except ValueError:
-            raise ValueError(f"{path}:{n}: not a JSON line") from None
+        raise PlotError(f"{folder}: no metrics.jsonl")
+    recs, skipped = read_metrics(path)
+    if skipped:
+        print(f"warning: {path}: skipped {len(skipped)} unusable line(s) (line {skipped[0]} first): "
+              "cut short by a crash, or missing fields", file=sys.stderr)
     by = {k: [r for r in recs if r.get("kind") == k] for k in ("config", "train", "stage", "eval")}
-    ext = folder / "extension.json"
-    by["extension"] = json.loads(ext.read_text()) if ext.is_file() else None
+    by["extension"] = load_extension(folder / "extension.json")
     by["name"] = folder.name
     return by
+
+
+def load_extension(path: Path):
+    """experiments.py extension's losses by context length, if the run has a usable file."""
+    if not path.is_file():
+        return None
+    try:
+        losses = _losses(json.loads(path.read_text(errors="replace")))
+    except (OSError, ValueError):
+        losses = None
+    if losses is None:
+        print(f"warning: {path}: not a table of losses by length; ignored", file=sys.stderr)
+    return losses
+
+
+def save(fig, path: Path):
+    """All or nothing, like every file the project writes; the format is given, since the
+    temp file's name does not end in .png."""
+    fig.tight_layout()
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _stage_marks(ax, run, x_key, color):
@@ -49,9 +153,7 @@ def plot_train(runs, x_key, xlabel, path):
     ax.set(xlabel=xlabel, ylabel="train loss (nats/token)", title="Training loss (dotted: stage changes)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_val_time(runs, length, path):
@@ -64,9 +166,7 @@ def plot_val_time(runs, length, path):
            title=f"Validation loss at context {length}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_val_context(runs, path):
@@ -81,34 +181,48 @@ def plot_val_context(runs, path):
            title="Context extension: validation loss by context length")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Plot growlength runs.")
-    p.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
-    p.add_argument("--out", default="figures", help="folder for the PNGs (default %(default)s)")
-    p.add_argument("--val-length", default=None, help="context length for val_vs_time (default: the largest shared)")
-    args = p.parse_args(argv)
+def make_out(out: Path):
+    if out.exists() and not out.is_dir():
+        raise PlotError(f"--out {out}: is a file, not a folder")
     try:
-        runs = [load_run(Path(r)) for r in args.runs]
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PlotError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+
+
+def draw(runs, out: Path, val_length):
     plot_train(runs, "elapsed_s", "training wallclock (s)", out / "loss_vs_time.png")
     plot_train(runs, "tokens", "tokens (millions)", out / "loss_vs_tokens.png")
     shared = set.intersection(*[set(e["loss"]) for r in runs for e in r["eval"][-1:]] or [set()])
-    length = args.val_length or (max(shared, key=int) if shared else None)
+    length = val_length or (max(shared, key=int) if shared else None)
     if length:
         plot_val_time(runs, str(length), out / "val_vs_time.png")
     plot_val_context(runs, out / "val_vs_context.png")
+
+
+def main(argv=None) -> int:
+    p = OneLineParser(description="Plot growlength runs.")
+    p.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
+    p.add_argument("--out", default="figures", help="folder for the PNGs (default %(default)s)")
+    p.add_argument("--val-length", type=int, default=None,
+                   help="context length for val_vs_time (default: the largest shared)")
+    args = p.parse_args(argv)
+    try:
+        runs = [load_run(Path(r)) for r in args.runs]
+        out = Path(args.out)
+        make_out(out)
+        draw(runs, out, args.val_length)
+    except (PlotError, DataError) as e:   # DataError: a figure could not be written (disk full)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote figures to {out}/")
     return 0
 
 
 if __name__ == "__main__":
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     sys.exit(main())

@@ -2,13 +2,73 @@
 
     python sample.py runs/<timestamp> --prompt "ROMEO:" --max-new-tokens 500
 """
+import os
+import signal
 import sys
 
-import torch
 
-import data as datalib
-from model import GPT, GPTConfig
-from train import USER_ERRORS, OneLineParser, UserError, load_checkpoint
+def stopped(signum: int) -> int:
+    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
+def stop(signum, _frame):
+    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
+    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
+    raise SystemExit(stopped(signum))
+
+
+if __name__ == "__main__":
+    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
+    # exception raised inside a compiled module's start-up would surface as an ImportError.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+import data as datalib  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+from train import USER_ERRORS, OneLineParser, UserError, load_checkpoint  # noqa: E402
+
+
+def check_flags(args):
+    """Every flag mistake, before the checkpoint is even read."""
+    if args.max_new_tokens < 0 or args.num_samples < 1:
+        raise UserError("--max-new-tokens must be >= 0 and --num-samples >= 1")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k {args.top_k}: must be >= 1 (for the single most likely token, use --temperature 0)")
+    # A negative temperature would flip the distribution (the least likely token first): refused.
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UserError(f"--temperature {args.temperature}: must be a finite number >= 0 (0: greedy)")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError as e:   # e.g. a lone surrogate: bytes the shell could not decode
+        raise UserError(f"--prompt is not valid text: character {e.start} is {args.prompt[e.start]!r}") from None
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {name}: no such CUDA device on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: not supported here (cpu, cuda or mps)")
+    return device
+
+
+def build_model(ckpt: dict, run: str) -> GPT:
+    try:   # sdpa: generation runs anywhere; the trained weights do not depend on the backend.
+        model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"{run}: the checkpoint's weights do not fit its model config ({type(e).__name__})") from None
+    return model
 
 
 def main(argv=None) -> int:
@@ -16,29 +76,28 @@ def main(argv=None) -> int:
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0: greedy; > 0 divides the logits (higher: more random); negative is refused")
+    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens (k >= 1)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default %(default)s)")
     args = p.parse_args(argv)
     try:
+        check_flags(args)
+        device = check_device(args.device)
         ckpt = load_checkpoint(args.run)
-        if args.max_new_tokens < 0 or args.num_samples < 1:
-            raise UserError("--max-new-tokens must be >= 0 and --num-samples >= 1")
         tok = datalib.get_tokenizer(ckpt["config"]["tokenizer"])
-        # sdpa: generation runs anywhere; the trained weights do not depend on the backend.
-        model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
-        model.load_state_dict(ckpt["model"])
+        model = build_model(ckpt, args.run)
         prompt = tok.encode(args.prompt)
         if not prompt:
             raise UserError("--prompt is empty")
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model.to(args.device).eval()
+    model.to(device).eval()
     torch.manual_seed(args.seed)
-    idx = torch.tensor([prompt] * args.num_samples, device=args.device)
+    idx = torch.tensor([prompt] * args.num_samples, device=device)
     out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
     for row in out.tolist():
         print(tok.decode(row))
@@ -47,4 +106,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     sys.exit(main())

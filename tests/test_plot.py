@@ -1,12 +1,20 @@
 """plot.py draws from real metrics; experiments.py's time-to-reach arithmetic."""
+import errno
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 import experiments
 import plot
 import train
 from test_train import FAST
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_plot_writes_every_figure(tmp_path):
@@ -31,3 +39,79 @@ def test_time_to_reach_interpolates_between_evals():
     assert experiments.time_to_reach(evals, 2.5) == pytest.approx(15.0)
     assert experiments.time_to_reach(evals, 3.0) == pytest.approx(10.0)
     assert experiments.time_to_reach(evals, 1.0) is None
+
+
+def write_metrics(folder, lines):
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("\n".join(lines))
+    return folder
+
+
+def test_unusable_lines_are_skipped_with_one_warning(tmp_path, capsys):
+    """A crash leaves a half line; older or edited files lack keys or hold null: skipped, counted."""
+    good = [{"kind": "train", "step": s, "elapsed_s": s, "tokens": 1024 * s, "loss": 3.0 - s / 10} for s in (1, 2, 3)]
+    bad = [{"kind": "train", "step": 4, "elapsed_s": 4.0, "tokens": 4096, "loss": None},
+           {"kind": "train", "step": 5, "elapsed_s": 5.0},
+           {"kind": "eval", "step": 5, "elapsed_s": 5.0, "loss": {"128": None}}]
+    evals = [{"kind": "eval", "step": 3, "elapsed_s": 3.0, "tokens": 3072, "loss": {"128": 2.5, "1024": None}}]
+    lines = [json.dumps(r) for r in [{"kind": "config"}, *good, *bad, *evals]] + ['{"kind": "train", "st']
+    run = write_metrics(tmp_path / "crashed", lines)
+    assert plot.main([str(run), "--out", str(tmp_path / "fig")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {run / 'metrics.jsonl'}: skipped 4 unusable line(s) (line 5 first): "
+                   "cut short by a crash, or missing fields"]
+    loaded = plot.load_run(run)
+    assert [r["step"] for r in loaded["train"]] == [1, 2, 3] and loaded["eval"][0]["loss"] == {"128": 2.5}
+    assert (tmp_path / "fig" / "val_vs_time.png").is_file()
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    run = write_metrics(tmp_path / "run", [json.dumps({"kind": "config"})])
+    (tmp_path / "taken").write_text("a file")
+    for out, line in [(tmp_path / "taken", f"error: --out {tmp_path / 'taken'}: is a file, not a folder"),
+                      (tmp_path / "taken" / "fig", f"error: --out {tmp_path / 'taken' / 'fig'}: cannot create "
+                                                   "the folder (Not a directory)")]:
+        r = subprocess.run([sys.executable, "plot.py", str(run), "--out", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.splitlines() == [line]
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_a_figure_that_cannot_be_written_keeps_the_old_one(tmp_path, capsys, monkeypatch):
+    """savefig dies half-way (full disk): the previous figure stays, no temp file is left."""
+    run = write_metrics(tmp_path / "run", [json.dumps({"kind": "train", "step": 1, "elapsed_s": 1.0,
+                                                       "tokens": 1024, "loss": 3.0})])
+    fig = tmp_path / "fig"
+    fig.mkdir()
+    (fig / "loss_vs_time.png").write_bytes(b"the old figure")
+
+    def half_then_full(self, f, **kw):
+        f.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(plt.Figure, "savefig", half_then_full)
+    assert plot.main([str(run), "--out", str(fig)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: could not write {fig / 'loss_vs_time.png'} (No space left on device); "
+        "the previous version, if any, is intact"]
+    assert (fig / "loss_vs_time.png").read_bytes() == b"the old figure"
+    assert [p.name for p in fig.iterdir()] == ["loss_vs_time.png"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_real_full_disk_is_one_line(tmp_path):
+    run = write_metrics(tmp_path / "run", [json.dumps({"kind": "train", "step": 1, "elapsed_s": 1.0,
+                                                       "tokens": 1024, "loss": 3.0})])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this machine does not allow a tmpfs mount")
+    try:
+        (disk / "loss_vs_time.png").write_bytes(b"the old figure")
+        r = subprocess.run([sys.executable, "plot.py", str(run), "--out", str(disk)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "No space left on device" in r.stderr
+        assert (disk / "loss_vs_time.png").read_bytes() == b"the old figure"
+        assert [p.name for p in disk.iterdir()] == ["loss_vs_time.png"]
+    finally:
+        subprocess.run(["umount", str(disk)])

@@ -1,0 +1,227 @@
+"""experiments.py: which folder each run uses (kept, resumed, afresh), where results go, flag errors.
+
+Most tests replace train.py by a fake that writes what a run writes (a config line as its
+first metrics record, an end eval, ckpt.pt), so the reuse rules are checked in milliseconds;
+one test runs the real train.py to check the comparison against a config it really records.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import experiments
+import train
+from test_train import FAST
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeTrain:
+    """Stands in for experiments.run_train: records each command and writes a finished run,
+    or one that fails (`fail`: arm folder names) or is stopped by Ctrl-C (`stop`)."""
+
+    def __init__(self, fail=(), stop=()):
+        self.calls, self.fail, self.stop = [], set(fail), set(stop)
+
+    def __call__(self, cmd):
+        self.calls.append(cmd[2:])
+        if cmd[2] == "--resume":
+            out = Path(cmd[3])
+        else:
+            cfg, _ = train.parse_config(cmd[2:])
+            out = Path(cfg.out)
+            out.mkdir(parents=True)
+            self.write(out, {"kind": "config", **asdict(cfg), "attn": "sdpa", "world_size": 1})
+            self.write(out, {"kind": "train", "step": 1, "elapsed_s": 0.5, "tokens": 8192, "loss": 3.0})
+            (out / "ckpt.pt").write_bytes(b"a checkpoint")
+        if out.name in self.fail:
+            return 1, "some warning\nerror: something went wrong\n", None
+        if out.name in self.stop:
+            self.stop.discard(out.name)
+            return 0, "", signal.SIGINT
+        self.write(out, {"kind": "eval", "step": 2, "elapsed_s": 1.0, "tokens": 16384, "reason": "end",
+                         "loss": {"128": 2.0, "1024": 1.9}})
+        return 0, "", None
+
+    @staticmethod
+    def write(out, rec):
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setattr(experiments, "PUBLISHED", tmp_path / "published")
+    runner = FakeTrain()
+    monkeypatch.setattr(experiments, "run_train", runner)
+    return runner
+
+
+def tokens(tmp_path, *flags):
+    return experiments.main(["tokens", "--runs", str(tmp_path / "exp"), *flags])
+
+
+def test_a_run_is_reused_only_with_the_config_it_recorded(tmp_path, fake):
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert len(fake.calls) == 3
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert len(fake.calls) == 3                          # all three kept
+    assert tokens(tmp_path, "--max-tokens", "2000") == 0
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in fake.calls[3:]] == \
+        ["fixed128-s1-2", "fixed1024-s1-2", "grow-s1-2"]
+    table = (tmp_path / "exp" / "tokens" / "results.md").read_text()
+    assert "grow-s1-2" in table and "2,000 tokens" in table
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0  # back to the first settings: their runs
+    assert len(fake.calls) == 6
+    table = (tmp_path / "exp" / "tokens" / "results.md").read_text()
+    assert "| grow-s1 |" in table and "grow-s1-2" not in table and "1,000 tokens" in table
+
+
+def test_extra_flags_are_part_of_the_config(tmp_path, fake):
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert tokens(tmp_path, "--max-tokens", "1000", "--extra", "--lr 3e-3") == 0
+    assert len(fake.calls) == 6 and all("3e-3" in c for c in fake.calls[3:])
+
+
+def test_a_failed_run_starts_afresh(tmp_path, fake, capsys):
+    fake.fail = {"grow-s1"}
+    assert tokens(tmp_path, "--max-tokens", "1000") == 2
+    assert capsys.readouterr().err == "error: [tokens] grow-s1 failed: something went wrong\n"
+    assert json.loads((tmp_path / "exp" / "tokens" / "grow-s1" / "failed.json").read_text())["exit_code"] == 1
+    fake.fail = set()
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert len(fake.calls) == 4                          # the two finished ones kept
+    assert "--resume" not in fake.calls[-1] and fake.calls[-1][-1].endswith("grow-s1-2")
+
+
+def test_an_interrupted_run_is_resumed(tmp_path, fake, capsys):
+    fake.stop = {"fixed1024-s1"}
+    assert tokens(tmp_path, "--max-tokens", "1000") == 130
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: stopped by SIGINT") and "resumes" in err[0]
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert fake.calls[2] == ["--resume", str(tmp_path / "exp" / "tokens" / "fixed1024-s1")]
+    assert len(fake.calls) == 4
+
+
+def test_results_go_to_results_only_with_publish(tmp_path, fake):
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    beside = tmp_path / "exp" / "tokens"
+    assert (beside / "results.md").is_file() and (beside / "figures" / "loss_vs_time.png").is_file()
+    assert not (tmp_path / "published").exists()
+    assert tokens(tmp_path, "--max-tokens", "1000", "--publish") == 0
+    assert (tmp_path / "published" / "tokens.md").read_text() == (beside / "results.md").read_text()
+    assert (tmp_path / "published" / "tokens" / "val_vs_context.png").is_file()
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_config_difference_names_the_flags():
+    want, _ = train.parse_config(["--lr", "1e-3", "--budget", "1m"])
+    got = {**asdict(want), "attn": "sdpa", "out": "elsewhere", "resume": None}
+    assert experiments.config_difference(want, got) == []        # attn: chosen by train.py
+    got["lr"], got["budget"] = 3e-3, "2m"
+    assert experiments.config_difference(want, got) == ["--budget 2m (now 1m)", "--lr 0.003 (now 0.001)"]
+
+
+def test_a_run_without_a_full_config_line_is_not_reused(tmp_path, fake):
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    metrics = tmp_path / "exp" / "tokens" / "grow-s1" / "metrics.jsonl"
+    first, *rest = metrics.read_text().splitlines()
+    cfg = json.loads(first)
+    del cfg["tokens_per_step"]     # an older version's record, say
+    metrics.write_text("\n".join([json.dumps(cfg), *rest]) + "\n")
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert len(fake.calls) == 4 and fake.calls[-1][-1].endswith("grow-s1-2")
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--seeds", "1,1"], "each seed once"),
+    (["--seeds", "-3"], "each seed once"),
+    (["--seeds", ""], "give comma-separated integers"),
+    (["--extra", "--bogus 1"], "unrecognized arguments: --bogus 1"),
+    (["--extra", "--lr abc"], "invalid float value: 'abc'"),
+    (["--extra", "--out x"], "--out is set by the experiments"),
+    (["--extra", "--seed 3"], "use --seeds"),
+    (["--budget", "soon"], "soon"),
+    (["--sizes", "tiny,huge"], "unknown preset(s) huge"),
+    (["--max-tokens", "0"], "--max-tokens 0"),
+])
+def test_bad_flags_are_one_line_before_any_run(tmp_path, fake, capsys, flags, match):
+    assert tokens(tmp_path, *flags) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], err
+    assert fake.calls == [] and not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--seeds", "1,x"], "error: --seeds '1,x': give comma-separated integers, e.g. 1,2"),
+    (["--extra", '"--lr 1e-3'], "error: --extra '\"--lr 1e-3': No closing quotation"),
+])
+def test_cli_errors_are_one_line(tmp_path, flags, line):
+    r = subprocess.run([sys.executable, "experiments.py", "tokens", "--runs", str(tmp_path), *flags],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.splitlines() == [line]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_run_is_kept_then_rerun_under_new_settings(tmp_path, monkeypatch):
+    """The real train.py records its config; the same flags find it again, others do not."""
+    monkeypatch.setattr(experiments, "COMMON", [])
+    args = SimpleNamespace(extra=[], runs=tmp_path)
+    i = FAST.index("--seed")              # run_arm gives the seed
+    flags = FAST[:i] + FAST[i + 2:] + ["--max-tokens", "2048"]
+    out = experiments.run_arm("t", "arm", 7, flags, args)
+    assert out == tmp_path / "t" / "arm-s7" and experiments.finished(out)
+
+    def must_not_run(cmd):
+        raise AssertionError(f"ran {cmd}")
+    monkeypatch.setattr(experiments, "run_train", must_not_run)
+    assert experiments.run_arm("t", "arm", 7, flags, args) == out
+    folder, state = experiments.choose_folder(out, train.parse_config(flags + ["--max-tokens", "4096"])[0])
+    assert (folder, state) == (tmp_path / "t" / "arm-s7-2", "new")
+
+
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signal_lets_the_run_checkpoint(tmp_path, signum, to_group):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to
+    experiments.py alone (it passes it on) while a run trains: experiments.py waits for
+    train.py's checkpoint, then exits 128 + signal in one line."""
+    p = subprocess.Popen([sys.executable, "experiments.py", "tokens", "--runs", str(tmp_path), "--max-tokens",
+                          "10000000", "--extra", "--tokens-per-step 1024 --eval-tokens 2048 --log-interval 0"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "tokens" / "fixed128-s1" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or metrics.read_text().count('"train"') < 2):
+        time.sleep(0.2)
+    if to_group:
+        os.killpg(p.pid, signum)
+    else:
+        p.send_signal(signum)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signum, err
+    assert err.splitlines() == [f"error: stopped by {signum.name}; {metrics.parent} has checkpointed: "
+                                "the same command resumes it"]
+    assert (metrics.parent / "ckpt.pt").is_file() and not (metrics.parent / "failed.json").exists()
+    want, _ = train.parse_config([*experiments.COMMON, *experiments.ARMS["fixed128"], "--max-tokens", "10000000",
+                                  "--seed", "1", "--tokens-per-step", "1024", "--eval-tokens", "2048",
+                                  "--log-interval", "0"])
+    assert experiments.choose_folder(metrics.parent, want) == (metrics.parent, "resumable")
+
+
+def test_extension_uses_only_wallclock_runs_with_these_settings(tmp_path, fake, capsys, monkeypatch):
+    assert experiments.main(["wallclock", "--runs", str(tmp_path), "--seeds", "1", "--budget", "1m"]) == 0
+    capsys.readouterr()
+    assert experiments.main(["extension", "--runs", str(tmp_path), "--seeds", "1", "--budget", "2m"]) == 2
+    assert capsys.readouterr().err.startswith("error: no finished wallclock runs with these settings")
+    extended = []
+    monkeypatch.setattr(experiments, "extend", lambda out, *_: extended.append(out.name) or {"64": 2.0})
+    assert experiments.main(["extension", "--runs", str(tmp_path), "--seeds", "1", "--budget", "1m"]) == 0
+    assert extended == ["fixed128-s1", "fixed1024-s1", "grow-s1"] and len(fake.calls) == 3
+    assert (tmp_path / "extension" / "results.md").read_text().startswith("| run | 64 |")
