@@ -32,22 +32,10 @@ import signal
 import sys
 
 
-def stopped(signum: int) -> int:
-    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-    return 128 + signum
-
-
-def stop(signum, _frame):
-    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
-    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
-    raise SystemExit(stopped(signum))
-
+import cli
 
 if __name__ == "__main__":
-    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
-    # exception raised inside a compiled module's start-up would surface as an ImportError.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+    cli.quit_on_signals()      # while the imports below run (torch: seconds)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -57,7 +45,7 @@ from pathlib import Path  # noqa: E402
 
 from data import DataError, atomic_write  # noqa: E402
 from model import ATTN_BACKENDS, PRESETS  # noqa: E402
-from train import OneLineParser  # noqa: E402
+from cli import OneLineParser  # noqa: E402
 
 
 def _sdpa_backend(q):
@@ -528,6 +516,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    cli.stop_on_signals()
     sys.exit(main())

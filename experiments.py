@@ -16,27 +16,14 @@ The table and figures go beside the runs (runs/exp/<experiment>/results.md and f
 the README shows. On a GPU, pass the model and data through, e.g.
     --extra "--preset pythia-160m --tokenizer gpt2 --data DIR" --budget 1h
 """
-import os
 import signal
 import sys
 
 
-def stopped(signum: int) -> int:
-    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-    return 128 + signum
-
-
-def stop(signum, _frame):
-    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
-    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
-    raise SystemExit(stopped(signum))
-
+import cli
 
 if __name__ == "__main__":
-    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
-    # exception raised inside a compiled module's start-up would surface as an ImportError.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+    cli.quit_on_signals()      # while the imports below run (torch: seconds)
 
 import contextlib  # noqa: E402
 import io  # noqa: E402
@@ -443,6 +430,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    cli.stop_on_signals()
     sys.exit(main())

@@ -6,27 +6,13 @@ Writes loss_vs_time.png, loss_vs_tokens.png (train loss, stage changes marked),
 val_vs_time.png (validation loss at one context length) and val_vs_context.png
 (validation loss against context length: the final eval, or extension.json if a run has one).
 """
-import os
-import signal
 import sys
 
 
-def stopped(signum: int) -> int:
-    print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-    return 128 + signum
-
-
-def stop(signum, _frame):
-    """Ctrl-C or SIGTERM: one line and exit 130 (Ctrl-C) or 143, never a traceback. Raised as
-    SystemExit, so that a file being written is cleaned up (data.atomic_write)."""
-    raise SystemExit(stopped(signum))
-
+import cli
 
 if __name__ == "__main__":
-    # While the imports below run (torch: seconds), leave at once: nothing is written yet, and an
-    # exception raised inside a compiled module's start-up would surface as an ImportError.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: os._exit(stopped(signum)))
+    cli.quit_on_signals()      # while the imports below run (torch: seconds)
 
 import json  # noqa: E402
 import math  # noqa: E402
@@ -38,7 +24,7 @@ matplotlib.use("Agg")   # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from data import DataError, atomic_write  # noqa: E402
-from train import OneLineParser  # noqa: E402
+from cli import OneLineParser  # noqa: E402
 
 
 class PlotError(Exception):
@@ -223,6 +209,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    cli.stop_on_signals()
     sys.exit(main())

@@ -14,9 +14,9 @@ evaluation and logging, then `train()` and `train_loop()`, the loop itself.
 """
 import argparse
 import json
+import fcntl
 import math
 import os
-import fcntl
 import signal
 import sys
 import time
@@ -25,14 +25,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-import torch
-import torch.distributed as dist
+import cli
 
-import data as datalib
-import export
-import schedule as sched
-from kernels import interpreting
-from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, flops_per_token, make_config, peak_flops
+if __name__ == "__main__":
+    cli.quit_on_signals()      # Ctrl-C while torch imports (seconds): one line, exit 130
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import data as datalib  # noqa: E402
+import export  # noqa: E402
+import schedule as sched  # noqa: E402
+from cli import OneLineParser  # noqa: E402
+from kernels import interpreting  # noqa: E402
+from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, flops_per_token, make_config, peak_flops  # noqa: E402
 
 
 class UserError(Exception):
@@ -82,16 +88,9 @@ DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 min
 # Changing these on --resume would make a different run, not a continuation of this one.
 FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer")
 CKPT_FORMAT = "growlength-2"
-# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory, 130 Ctrl-C before training.
-EXIT_USER, EXIT_NAN, EXIT_OOM, EXIT_INTERRUPTED = 2, 3, 4, 130
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (not the usage block) and exit code 2."""
-
-    def error(self, message):
-        # Under torchrun every rank parses the same flags: one of them says so.
-        self.exit(2, f"error: {message} (see --help)\n" if os.environ.get("RANK", "0") == "0" else None)
+# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 130/143 Ctrl-C/SIGTERM
+# before training started (cli.stop). Once training, a signal checkpoints and exits 0.
+EXIT_USER, EXIT_NAN, EXIT_OOM = 2, 3, 4
 
 
 def auto_or_tokens(text: str):
@@ -1070,6 +1069,8 @@ def print_sample(run: Run):
 def main(argv=None) -> int:
     """train(), with every way it can fail ending in one line and an exit code."""
     master = os.environ.get("RANK", "0") == "0"
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    cli.stop_on_signals()      # until training starts: a signal is one line, exit 130/143, temp files removed
     try:
         code = train(argv)
     except USER_ERRORS as e:
@@ -1078,15 +1079,15 @@ def main(argv=None) -> int:
         if master:
             print(f"error: {e}", file=sys.stderr)
         code = EXIT_USER
-    except KeyboardInterrupt:
-        print("error: interrupted before training started; nothing was trained", file=sys.stderr)
-        code = EXIT_INTERRUPTED
     except torch.OutOfMemoryError:
         print("error: out of GPU memory outside a training step (evaluation?); lower --eval-tokens "
               "or free the GPU", file=sys.stderr)
         code = EXIT_OOM
     except dist.DistError:
         code = 1        # another rank failed and said why; this one stops quietly
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     return code
