@@ -182,8 +182,23 @@ def exp_extension(args):
     figures("extension", [o for o in outs if o.name.endswith(f"-s{args.seeds[0]}")])
 
 
+SWITCHES = ("none", "pi", "ntk", "yarn")   # model.ROPE_SWITCHES; none is the paper's direct extrapolation
+
+
+def switch_flags(method, args):
+    """The 4-stage schedule with one RoPE method, at a token budget (the VM is shared: equal tokens
+    keep the losses comparable whatever the load), every step logged for the jump metric."""
+    return ["--schedule", GROW, "--rope-switch", method, "--max-tokens", str(args.max_tokens),
+            "--log-interval", "0", "--eval-lengths", "128,1024,4096", "--eval-interval", "1e9"]
+
+
+def exp_switch(args):
+    outs = {(m, s): run_arm("switch", m, s, switch_flags(m, args), args) for s in args.seeds for m in SWITCHES}
+    return list(outs.values())
+
+
 EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes,
-               "ratios": exp_ratios, "extension": exp_extension}
+               "ratios": exp_ratios, "extension": exp_extension, "switch": exp_switch}
 
 
 def main(argv=None):

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 import data as datalib
 import schedule as sched
-from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, make_config
+from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, ROPE_SWITCHES, GPTConfig, make_config
 
 
 class UserError(Exception):
@@ -65,11 +65,13 @@ class TrainConfig:
     seed: int = 1337
     sample_tokens: int = 300
     stop_at_step: Optional[int] = None
+    rope_switch: str = "none"
 
 
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
 # Changing these on --resume would make a different run, not a continuation of this one.
-FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer")
+FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer", "rope_switch")
+JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -119,6 +121,8 @@ def build_parser(with_defaults=True) -> argparse.ArgumentParser:
     a("--sample-tokens", type=int, default=dflt("sample_tokens"), help="tokens of text to print at the end (0: none)")
     a("--stop-at-step", type=int, default=dflt("stop_at_step"),
       help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
+    a("--rope-switch", default=dflt("rope_switch"), choices=ROPE_SWITCHES,
+      help="RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default %(default)s)")
     return p
 
 
@@ -289,9 +293,12 @@ def run(argv=None) -> int:
     # --- model and optimizer
     torch.manual_seed(cfg.seed)        # same init on every rank (DDP also broadcasts rank 0's)
     vocab = 128 * math.ceil(data.vocab_size / 128)  # pad the head: 50257 -> 50304, as Pythia
-    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn)
-    if ckpt is not None and ckpt["model_config"] != mcfg.shape():
-        diff = [k for k in mcfg.shape() if ckpt["model_config"].get(k) != mcfg.shape()[k]]
+    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn, rope_switch=cfg.rope_switch)
+    saved = GPTConfig(**ckpt["model_config"]) if ckpt is not None else None   # older ones: RoPE fields default
+    if saved is not None:   # continue with the RoPE scaling the checkpoint's stage had reached
+        mcfg.rope_orig_len, mcfg.rope_scale = saved.rope_orig_len, saved.rope_scale
+    if saved is not None and saved.shape() != mcfg.shape():
+        diff = [k for k in mcfg.shape() if saved.shape()[k] != mcfg.shape()[k]]
         raise UserError(f"--resume: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
     model = GPT(mcfg).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices decay; biases, norms don't
@@ -304,6 +311,7 @@ def run(argv=None) -> int:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)   # each rank draws its own windows
     elapsed, tokens, step = 0.0, 0, 0
     stage_stats = {}
+    step_losses = []   # [seq_len, loss] per step, for the loss jump at each switch
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
@@ -312,6 +320,7 @@ def run(argv=None) -> int:
             raise UserError(f"--resume: checkpoint weights do not fit the model ({str(e).splitlines()[0]})") from None
         st = ckpt["state"]
         elapsed, tokens, step, stage_stats = st["elapsed_s"], st["tokens"], st["step"], st["stage_stats"]
+        step_losses = st.get("step_losses", [])
         gen_states = ckpt["rng"]["data"]
         if len(gen_states) == world:        # same world size: continue every rank's stream exactly
             gen.set_state(gen_states[rank])
@@ -369,7 +378,8 @@ def run(argv=None) -> int:
 
     def checkpoint():
         if master:
-            state = {"elapsed_s": clock.elapsed(), "tokens": tokens, "step": step, "stage_stats": stage_stats}
+            state = {"elapsed_s": clock.elapsed(), "tokens": tokens, "step": step, "stage_stats": stage_stats,
+                     "step_losses": step_losses}
             save_checkpoint(out / "ckpt.pt", {
                 "format": "growlength-1", "config": asdict(cfg), "model_config": mcfg.shape(),
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
@@ -427,6 +437,7 @@ def run(argv=None) -> int:
             if master:
                 print(f"--- stage {i + 1}/{len(plan.stages)}: T={stage.seq_len}, batch {stage.batch_size} "
                       f"x {stage.seq_len} = {cfg.tokens_per_step} tokens/step")
+            model.switch_rope(lengths[0], stage.seq_len)   # before the eval: it sees the new tables
             if stage_idx is not None:
                 do_eval(f"stage {i + 1}")
                 last_eval = clock.elapsed()
@@ -470,6 +481,7 @@ def run(argv=None) -> int:
         s = stage_stats.setdefault(str(stage.seq_len), {"steps": 0, "tokens": 0, "seconds": 0.0})
         s["steps"], s["tokens"], s["seconds"] = s["steps"] + 1, s["tokens"] + cfg.tokens_per_step, s["seconds"] + now - t0
         log_losses.append(loss_val)
+        step_losses.append([stage.seq_len, loss_val])
 
         # 3. log
         if master and now - last_log >= cfg.log_interval:
@@ -506,8 +518,11 @@ def run(argv=None) -> int:
         return 0
     final = do_eval("end")
     checkpoint()
+    jumps = sched.loss_jumps([T for T, _ in step_losses], [loss for _, loss in step_losses], JUMP_K)
+    for j in jumps:
+        metrics.write("jump", **j)
     if master:
-        print_summary(stage_stats, final, clock.elapsed(), tokens, step, out)
+        print_summary(stage_stats, final, clock.elapsed(), tokens, step, out, jumps)
         if cfg.sample_tokens > 0:
             tok = datalib.get_tokenizer(cfg.tokenizer)
             torch.manual_seed(cfg.seed)
@@ -527,11 +542,15 @@ def gather_generators(gen, world):
     return states
 
 
-def print_summary(stage_stats, final, elapsed, tokens, step, out):
+def print_summary(stage_stats, final, elapsed, tokens, step, out, jumps=()):
     print(f"done: {step} steps, {tokens:,} tokens, {elapsed:.1f}s of training. Per stage:")
     print("  seq_len   steps      tokens   train_s   tokens/s")
     for T, s in stage_stats.items():
         print(f"  {int(T):7d} {s['steps']:7d} {s['tokens']:11,} {s['seconds']:9.1f} {s['tokens'] / max(s['seconds'], 1e-9):10.0f}")
+    for j in jumps:
+        print(f"  loss jump {j['from']} -> {j['to']} at step {j['step']}: " +
+              (f"{j['jump']:+.4f} (mean of {j['k']} steps after {j['after']:.4f}, before {j['before']:.4f})"
+               if j["jump"] is not None else f"not measured (fewer than {j['k']} steps on a side)"))
     print("final val loss (nats/token): " + "  ".join(f"T={k} {v:.4f}" for k, v in final.items()))
     print(f"wrote {out / 'ckpt.pt'} and {out / 'metrics.jsonl'}")
 
