@@ -189,20 +189,23 @@ SWITCHES = ("none", "pi", "ntk", "yarn")   # model.ROPE_SWITCHES; none is the pa
 
 def switch_flags(method, args):
     """The 4-stage schedule with one RoPE method, at a token budget (the VM is shared: equal tokens
-    keep the losses comparable whatever the load), every step logged for the jump metric."""
+    keep the losses comparable whatever the load), every step logged for the jump metric. Evals
+    during training only at 1024; the final checkpoint is evaluated at 64..4096 afterwards (extend)."""
     return ["--schedule", GROW, "--rope-switch", method, "--max-tokens", str(args.max_tokens),
-            "--log-interval", "0", "--eval-lengths", "128,1024,4096", "--eval-interval", "1e9"]
+            "--log-interval", "0", "--eval-lengths", "1024", "--eval-tokens", "16384", "--eval-interval", "1e9"]
 
 
-def switch_row(out: Path) -> dict:
+def switch_row(out: Path, args) -> dict:
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     jumps = {f"{j['from']}->{j['to']}": j["jump"] for j in recs if j["kind"] == "jump"}
-    return {**summary(out), "jumps": jumps}
+    ext = out / "extension.json"   # the checkpoint carries the RoPE scaling, so this sees the run's positions
+    val = json.loads(ext.read_text()) if ext.exists() else extend(out, args.eval_tokens, 4096)
+    return {**summary(out), "jumps": jumps, "val": val}
 
 
 def exp_switch(args):
     outs = {(m, s): run_arm("switch", m, s, switch_flags(m, args), args) for s in args.seeds for m in SWITCHES}
-    rows = {k: switch_row(v) for k, v in outs.items()}
+    rows = {k: switch_row(v, args) for k, v in outs.items()}
     switches = list(rows[(SWITCHES[0], args.seeds[0])]["jumps"])
     cols = [f"jump {s}" for s in switches] + ["val@128", "val@1024", "val@4096", "train s"]
     lines = ["| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
@@ -219,7 +222,8 @@ def exp_switch(args):
         lines.append(f"| {m} | " + " | ".join(vals) + " |")
     lines += ["", f"- {args.max_tokens:,} training tokens per run, schedule {GROW} (equal ratios), tiny, byte "
               "Shakespeare, 8192 tokens/step; jump = mean train loss of the first 5 steps of a stage minus "
-              "the last 5 of the previous one (schedule.loss_jumps)."]
+              "the last 5 of the previous one (schedule.loss_jumps); val@T: the final checkpoint on "
+              f"{args.eval_tokens:,} validation tokens per length."]
     text = "\n".join(lines) + "\n"
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "switch.md").write_text(text)
@@ -279,7 +283,7 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens` and `switch`")
     p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` and `switch` (others use the first)")
     p.add_argument("--sizes", default="tiny,small", help="presets for `sizes`")
-    p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension`")
+    p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension` and the final evals of `switch`")
     p.add_argument("--max-context", type=int, default=4096,
                    help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
     p.add_argument("--scale", default="gpu", choices=list(LONG),

@@ -7,7 +7,8 @@ References: Pythia, https://arxiv.org/abs/2304.01373 ; RoPE, https://arxiv.org/a
 
 GrowLength needs one thing from the model: no fixed maximum length. RoPE tables are built
 for the longest length seen so far and grown on demand, so a model trained at T=128 can be
-run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1).
+run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1). `--rope-switch pi|ntk|yarn`
+instead rescales the tables at every stage change (`rope_frequencies`, `GPT.switch_rope`).
 """
 import math
 from dataclasses import dataclass

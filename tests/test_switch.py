@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import data as datalib
+import plot
 import schedule
 import train
 from model import GPT, GPTConfig, Rotary, make_config
@@ -115,7 +116,7 @@ def test_scaling_state_survives_checkpoint_resume_and_eval(tmp_path):
     assert val({**ckpt["model_config"], "rope_scale": 1.0}) != final   # without the state: other positions
 
 
-def test_jump_is_recorded_and_printed(tmp_path, capsys):
+def test_jump_is_recorded_printed_and_plotted(tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main(SWITCHED + ["--out", str(out)]) == 0
     assert "loss jump 32 -> 64 at step 11:" in capsys.readouterr().out
@@ -123,6 +124,9 @@ def test_jump_is_recorded_and_printed(tmp_path, capsys):
     losses = [r["loss"] for r in records(out, "train")]   # every step logged (FAST: --log-interval 0)
     assert jump["from"] == 32 and jump["to"] == 64 and jump["step"] == 11 and jump["k"] == train.JUMP_K
     assert jump["jump"] == pytest.approx(np.mean(losses[10:15]) - np.mean(losses[5:10]), abs=1e-5)
+    plot.plot_switches([plot.load_run(out)], tmp_path / "switches.png")
+    assert (tmp_path / "switches.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.main([str(out), "--out", str(tmp_path / "fig")]) == 0      # the jump marks on loss_vs_time
 
 
 def test_loss_jumps_on_a_synthetic_sequence():
