@@ -190,17 +190,33 @@ SWITCHES = ("none", "pi", "ntk", "yarn")   # model.ROPE_SWITCHES; none is the pa
 def switch_flags(method, args):
     """The 4-stage schedule with one RoPE method, at a token budget (the VM is shared: equal tokens
     keep the losses comparable whatever the load), every step logged for the jump metric. Evals
-    during training only at 1024; the final checkpoint is evaluated at 64..4096 afterwards (extend)."""
+    during training only at 1024; the final checkpoint is evaluated at SWITCH_EVAL afterwards."""
     return ["--schedule", GROW, "--rope-switch", method, "--max-tokens", str(args.max_tokens),
             "--log-interval", "0", "--eval-lengths", "1024", "--eval-tokens", "16384", "--eval-interval", "1e9"]
+
+
+SWITCH_EVAL = (128, 1024, 4096)   # the first stage's length, the last one's, and 4x past it
+
+
+@torch.no_grad()
+def final_val(out: Path, eval_tokens: int) -> dict:
+    """Val loss of a finished run's checkpoint at SWITCH_EVAL, kept in switch_val.json. The checkpoint's
+    model config carries the RoPE scaling, so the model sees the positions it was trained with."""
+    path = out / "switch_val.json"
+    if not path.exists():
+        ckpt = train.load_checkpoint(str(out))
+        model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
+        model.load_state_dict(ckpt["model"])
+        data = TokenData(resolve(ckpt["config"]["data"], ckpt["config"]["tokenizer"]))
+        losses = train.evaluate(model, data, SWITCH_EVAL, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
+        path.write_text(json.dumps({"eval_tokens": eval_tokens, "loss": losses}))
+    return json.loads(path.read_text())["loss"]
 
 
 def switch_row(out: Path, args) -> dict:
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     jumps = {f"{j['from']}->{j['to']}": j["jump"] for j in recs if j["kind"] == "jump"}
-    ext = out / "extension.json"   # the checkpoint carries the RoPE scaling, so this sees the run's positions
-    val = json.loads(ext.read_text()) if ext.exists() else extend(out, args.eval_tokens, 4096)
-    return {**summary(out), "jumps": jumps, "val": val}
+    return {**summary(out), "jumps": jumps, "val": final_val(out, args.switch_eval_tokens)}
 
 
 def exp_switch(args):
@@ -223,7 +239,7 @@ def exp_switch(args):
     lines += ["", f"- {args.max_tokens:,} training tokens per run, schedule {GROW} (equal ratios), tiny, byte "
               "Shakespeare, 8192 tokens/step; jump = mean train loss of the first 5 steps of a stage minus "
               "the last 5 of the previous one (schedule.loss_jumps); val@T: the final checkpoint on "
-              f"{args.eval_tokens:,} validation tokens per length."]
+              f"{args.switch_eval_tokens:,} validation tokens per length."]
     text = "\n".join(lines) + "\n"
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "switch.md").write_text(text)
@@ -283,7 +299,8 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens` and `switch`")
     p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` and `switch` (others use the first)")
     p.add_argument("--sizes", default="tiny,small", help="presets for `sizes`")
-    p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension` and the final evals of `switch`")
+    p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension`")
+    p.add_argument("--switch-eval-tokens", type=int, default=16384, help="tokens per length for `switch`'s final evals")
     p.add_argument("--max-context", type=int, default=4096,
                    help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
     p.add_argument("--scale", default="gpu", choices=list(LONG),
