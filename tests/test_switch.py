@@ -17,7 +17,7 @@ import plot
 import schedule
 import train
 from model import GPT, GPTConfig, Rotary, make_config
-from test_train import FAST, records
+from test_train import FAST, fail, records
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE, ROT_DIM = 10000.0, 16
@@ -90,12 +90,13 @@ def test_switching_through_the_stages_equals_switching_once(method):
 SWITCHED = FAST + ["--max-tokens", "20480", "--rope-switch", "yarn"]
 
 
-def test_scaling_state_survives_checkpoint_resume_and_eval(tmp_path):
+def test_scaling_state_survives_checkpoint_resume_and_eval(tmp_path, capsys):
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert train.main(SWITCHED + ["--out", str(whole)]) == 0
     assert train.main(SWITCHED + ["--out", str(split), "--stop-at-step", "13"]) == 0   # 3 steps after the switch
     saved = torch.load(split / "ckpt.pt", weights_only=True)["model_config"]
     assert saved["rope_switch"] == "yarn" and saved["rope_orig_len"] == 32 and saved["rope_scale"] == 2.0
+    fail(capsys, ["--resume", str(split), "--rope-switch", "pi"], "--rope-switch pi differs")   # another run
     assert train.main(["--resume", str(split)]) == 0
     la = [r["loss"] for r in records(whole, "train")]
     lb = [r["loss"] for r in records(split, "train")]
