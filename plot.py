@@ -103,7 +103,7 @@ def plot_switches(runs, path, window=30):
     """Per-step training loss from `window` steps before to `window` after each stage switch, one
     panel per switch, one line per run (needs runs logged every step: --log-interval 0)."""
     switches = sorted({(j["from"], j["to"]) for run in runs for j in run["jump"]})
-    fig, axes = plt.subplots(1, max(1, len(switches)), figsize=(4 * max(1, len(switches)), 4), sharey=True,
+    fig, axes = plt.subplots(1, max(1, len(switches)), figsize=(max(6.5, 4 * len(switches)), 4), sharey=True,
                              squeeze=False)
     for ax, (a, b) in zip(axes[0], switches):
         for i, run in enumerate(runs):
@@ -118,7 +118,7 @@ def plot_switches(runs, path, window=30):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("train loss (nats/token), per step")
-    fig.suptitle("Training loss around each stage switch (legend: jump = mean of k steps after - k before)")
+    fig.suptitle("Training loss around each stage switch\n(legend: jump = mean of k steps after - k before)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
