@@ -5,6 +5,8 @@
     python experiments.py sizes         # Fig. 3: a second model size, with and without GrowLength
     python experiments.py ratios        # Fig. 5: {128,256,512,1024} vs {128,512,1024} vs {128,1024}, ratios
     python experiments.py extension     # Fig. 4: val loss at 64 .. 4096 (4x the longest stage), per run
+    python experiments.py switch        # RoPE at the stage switch: none / pi / ntk / yarn, loss jump, 2 seeds
+    python experiments.py long          # GPU: 1024..16384 vs fixed 16384, same time (--scale cpu: toy sizes)
     python experiments.py all
 
 Runs go to runs/exp/<experiment>/<name>-s<seed>/. A run is reused only if the config it
@@ -346,10 +348,111 @@ def exp_extension(args):
     figures("extension", first_seed or outs, args)
 
 
+SWITCHES = ("none", "pi", "ntk", "yarn")   # model.ROPE_SWITCHES; none is the paper's direct extrapolation
+
+
+def switch_flags(method, args):
+    """The 4-stage schedule with one RoPE method, at a token budget (the VM is shared: equal tokens
+    keep the losses comparable whatever the load), every step logged for the jump metric. Evals
+    during training only at 1024; the final checkpoint is evaluated at SWITCH_EVAL afterwards."""
+    return ["--schedule", GROW, "--rope-switch", method, "--max-tokens", str(args.max_tokens),
+            "--log-interval", "0", "--eval-lengths", "1024", "--eval-tokens", "16384", "--eval-interval", "1e9"]
+
+
+SWITCH_EVAL = (128, 1024, 4096)   # the first stage's length, the last one's, and 4x past it
+
+
+@torch.no_grad()
+def final_val(out: Path, eval_tokens: int) -> dict:
+    """Val loss of a finished run's checkpoint at SWITCH_EVAL, kept in switch_val.json. The checkpoint's
+    model config carries the RoPE scaling, so the model sees the positions it was trained with."""
+    path = out / "switch_val.json"
+    if not path.exists():
+        ckpt = train.load_checkpoint(str(out))
+        model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
+        model.load_state_dict(ckpt["model"])
+        data = TokenData(resolve(ckpt["config"]["data"], ckpt["config"]["tokenizer"]))
+        losses = train.evaluate(model, data, SWITCH_EVAL, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
+        with atomic_write(path, "w") as f:
+            f.write(json.dumps({"eval_tokens": eval_tokens, "loss": losses}))
+    return json.loads(path.read_text())["loss"]
+
+
+def switch_row(out: Path, args) -> dict:
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    jumps = {f"{j['from']}->{j['to']}": j["jump"] for j in recs if j["kind"] == "jump"}
+    return {**summary(out), "jumps": jumps, "val": final_val(out, args.switch_eval_tokens)}
+
+
+def exp_switch(args):
+    outs = {(m, s): run_arm("switch", m, s, switch_flags(m, args), args) for s in args.seeds for m in SWITCHES}
+    rows = {k: switch_row(v, args) for k, v in outs.items()}
+    switches = list(rows[(SWITCHES[0], args.seeds[0])]["jumps"])
+    cols = [f"jump {s}" for s in switches] + ["val@128", "val@1024", "val@4096", "train s"]
+    lines = ["| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for (m, s), r in rows.items():
+        vals = [r["jumps"][k] for k in switches] + [r["val"][k] for k in ("128", "1024", "4096")]
+        lines.append(f"| {m}-s{s} | " + " | ".join(f"{v:+.4f}" if i < len(switches) else f"{v:.4f}"
+                                                     for i, v in enumerate(vals)) + f" | {r['train_s']:.0f} |")
+    lines += ["", f"Over seeds {args.seeds}, mean ± half-range:", "",
+              "| method | " + " | ".join(cols[:-1]) + " |", "|---|" + "---|" * (len(cols) - 1)]
+    for m in SWITCHES:
+        per = [rows[(m, s)] for s in args.seeds]
+        vals = [spread([r["jumps"][k] for r in per]) for k in switches] + \
+               [spread([r["val"][k] for r in per]) for k in ("128", "1024", "4096")]
+        lines.append(f"| {m} | " + " | ".join(vals) + " |")
+    lines += ["", f"- {args.max_tokens:,} training tokens per run, schedule {GROW} (equal ratios), tiny, byte "
+              "Shakespeare, 8192 tokens/step; jump = mean train loss of the first 5 steps of a stage minus "
+              "the last 5 of the previous one (schedule.loss_jumps); val@T: the final checkpoint on "
+              f"{args.switch_eval_tokens:,} validation tokens per length."]
+    write_text("switch", "\n".join(lines) + "\n", args)
+    figures("switch", [outs[(m, args.seeds[0])] for m in SWITCHES], args)
+    _, fig_dir = results_place("switch", args)
+    plot.plot_switches([plot.load_run(outs[(m, args.seeds[0])]) for m in SWITCHES],
+                       fig_dir / "loss_around_switches.png")
+    return list(outs.values())
+
+
+# `long` (issue 12): GrowLength where attention is a large share of the step, against the fixed longest
+# length at equal training time. `gpu` is the intended run; `cpu` the same code at toy sizes (tested).
+LONG = {
+    "gpu": {"schedule": "1024,2048,4096,8192,16384",
+            "flags": ["--preset", "pythia-70m", "--tokenizer", "gpt2", "--tokens-per-step", "65536"]},
+    "cpu": {"schedule": "32,64,128,256", "flags": ["--preset", "tiny", "--tokens-per-step", "2048"]},
+}
+
+
+def stage_throughput(out: Path) -> dict:
+    """Training tokens/s per stage length, from the checkpoint's per-stage counters."""
+    stats = train.load_checkpoint(str(out))["state"]["stage_stats"]
+    return {T: s["tokens"] / max(s["seconds"], 1e-9) for T, s in stats.items()}
+
+
+def exp_long(args):
+    spec = LONG[args.scale]
+    lengths = spec["schedule"].split(",")
+    common = spec["flags"] + ["--budget", args.budget, "--eval-lengths", spec["schedule"]]
+    arms = {"grow": ["--schedule", spec["schedule"]], f"fixed{lengths[-1]}": ["--schedule", lengths[-1]]}
+    outs = {name: run_arm(f"long-{args.scale}", name, args.seeds[0], flags + common, args)
+            for name, flags in arms.items()}
+    rows = {name: summary(out) for name, out in outs.items()}
+    fixed, grow = rows[f"fixed{lengths[-1]}"], rows["grow"]
+    lines = [f"- {name}: tokens/s by stage " + ", ".join(f"T={T} {v:,.0f}" for T, v in stage_throughput(o).items())
+             for name, o in outs.items()]
+    target = fixed["val"][lengths[-1]]
+    t = time_to_reach(grow["evals"], target, length=lengths[-1])
+    lines.append(f"- GrowLength reaches the fixed run's final val@{lengths[-1]} ({target:.4f}) at " +
+                 (f"{t:.0f}s = {t / fixed['train_s']:.0%} of its training time" if t else "no eval within the budget"))
+    write_table(f"long-{args.scale}", list(rows.values()), args, lines)
+    figures(f"long-{args.scale}", list(outs.values()), args)
+    return list(outs.values())
+
+
+
 # To add an experiment: a function that calls run_arm for each of its runs, then write_table
 # and figures; then a line here.
 EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes,
-               "ratios": exp_ratios, "extension": exp_extension}
+               "ratios": exp_ratios, "extension": exp_extension, "switch": exp_switch, "long": exp_long}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -405,12 +508,15 @@ def main(argv=None) -> int:
     p = train.OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
     p.add_argument("--budget", default="3m", help="wallclock budget per run (default %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens`")
-    p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` (others use the first)")
+    p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens` and `switch`")
+    p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` and `switch` (others use the first)")
     p.add_argument("--sizes", default="tiny,small", help="presets for `sizes`")
     p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension`")
+    p.add_argument("--switch-eval-tokens", type=int, default=16384, help="tokens per length for `switch`'s final evals")
     p.add_argument("--max-context", type=int, default=4096,
                    help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
+    p.add_argument("--scale", default="gpu", choices=list(LONG),
+                   help="for `long`: gpu (pythia-70m, 1024..16384) or cpu (tiny, 32..256, a smoke run)")
     p.add_argument("--extra", default="", help="more train.py flags for every run, quoted")
     p.add_argument("--runs", default=str(ROOT / "runs" / "exp"), help="folder of the runs (default runs/exp)")
     p.add_argument("--publish", action="store_true",
@@ -418,7 +524,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         check_args(args)
-        for name in (EXPERIMENTS if args.experiment == "all" else [args.experiment]):
+        everything = [name for name in EXPERIMENTS if name != "long"]   # `long` is for a GPU: run it by name
+        for name in (everything if args.experiment == "all" else [args.experiment]):
             EXPERIMENTS[name](args)
     except (ExperimentError, plot.PlotError, *train.USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)

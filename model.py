@@ -7,7 +7,8 @@ References: Pythia, https://arxiv.org/abs/2304.01373 ; RoPE, https://arxiv.org/a
 
 GrowLength needs one thing from the model: no fixed maximum length. RoPE tables are built
 for the longest length seen so far and grown on demand, so a model trained at T=128 can be
-run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1).
+run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1). `--rope-switch pi|ntk|yarn`
+instead rescales the tables at every stage change (`rope_frequencies`, `GPT.switch_rope`).
 
 Speed, for the GPU: attention reads q, k, v as strided views of the fused qkv projection
 (no layout copies; the Triton kernel writes its output straight in (B, T, C) order), and the
@@ -37,6 +38,12 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
     bias: bool = True              # GPT-NeoX linears carry biases
     attn: str = "sdpa"             # triton | sdpa | naive; a runtime choice, not part of the shape
+    # RoPE at a stage switch (see `rope_frequencies`). The method is fixed for a run; GPT.switch_rope
+    # sets the other two at every stage change. They live here so that a checkpoint carries them:
+    # resume, eval, sample.py and any export then see the positions the model was trained with.
+    rope_switch: str = "none"      # none (the paper: positions extrapolate) | pi | ntk | yarn
+    rope_orig_len: int = 0         # the first stage's length: the context the unscaled RoPE was trained at
+    rope_scale: float = 1.0        # s = current stage length / rope_orig_len (cumulative); 1.0: unscaled
 
     @property
     def head_dim(self) -> int:
@@ -59,24 +66,84 @@ PRESETS = {
 PRESET_LR = {"tiny": 3e-3, "small": 2e-3, "pythia-70m": 1e-3, "pythia-160m": 6e-4, "pythia-410m": 3e-4}
 
 
+ROPE_SWITCHES = ("none", "pi", "ntk", "yarn")
+YARN_ALPHA, YARN_BETA = 1.0, 32.0    # YaRN's ramp ends, in rotations over the original context (its Sec. 3.2)
+
+
+def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float):
+    """RoPE stretched from a context of `orig_len` tokens to s * orig_len: -> (frequencies, attention factor).
+
+    Each method is a different answer to "positions past orig_len were never seen" (YaRN paper,
+    Peng et al. 2023, https://arxiv.org/abs/2309.00071, Sec. 2-3, whose notation this follows).
+    `s` is cumulative (current stage length / first stage length), so the tables are a function
+    of (first, current) alone. For PI and NTK that is exactly what applying the method at every
+    switch with s = new/old compounds to; for YaRN the two differ slightly: modded-nanogpt
+    (github.com/KellerJordan/modded-nanogpt, `Yarn.apply`) compounds per window change, we use
+    Hugging Face's one-shot form (rope_type "yarn", original_max_position_embeddings = first length).
+    """
+    if method == "none" or s == 1.0:
+        # none: the paper's direct extrapolation, the tables never change. s == 1 is the first stage.
+        return inv_freq, 1.0
+    if method == "pi":
+        # Position interpolation (Chen et al. 2023, arXiv 2306.15595): position m becomes m / s,
+        # i.e. m * old/new, so the new length's positions span the angles the model was trained on.
+        return inv_freq / s, 1.0
+    if method == "ntk":
+        # NTK-aware scaling: the base grows to base * s^(d/(d-2)) (YaRN Eq. 16). The fastest dim is
+        # unchanged and the slowest is slowed by exactly s: high frequencies extrapolate, low ones interpolate.
+        d = 2 * inv_freq.numel()
+        new_base = base * s ** (d / (d - 2))
+        return 1.0 / (new_base ** (torch.arange(0, d, 2, dtype=torch.float32) / d)), 1.0
+    if method == "yarn":
+        # YaRN = NTK-by-parts (Eq. 17-18) + temperature (Eq. 22). r = rotations a dim makes over the
+        # original context: dims with r > beta keep their frequency (extrapolate), dims with r < alpha
+        # are interpolated like PI (theta / s), a linear ramp in between. HF rounds the ramp's ends to
+        # whole dims; this is the paper's continuous ramp, as modded-nanogpt uses.
+        rotations = orig_len * inv_freq / (2 * math.pi)
+        gamma = ((rotations - YARN_ALPHA) / (YARN_BETA - YARN_ALPHA)).clamp(0.0, 1.0)
+        freq = (1.0 - gamma) * inv_freq / s + gamma * inv_freq
+        # sqrt(1/t) = 0.1 ln(s) + 1 multiplies cos and sin (HF's `attention_factor`), so it scales
+        # q and k alike and the rotated part of q.k by its square: sharper attention over more tokens.
+        return freq, 0.1 * math.log(s) + 1.0
+    raise ValueError(f"unknown RoPE switch {method!r}; choose one of {ROPE_SWITCHES}")
+
+
 class Rotary(nn.Module):
-    """Rotate-half RoPE on the first `rot_dim` dims of each head, tables grown on demand."""
+    """Rotate-half RoPE on the first `rot_dim` dims of each head, tables grown on demand.
+
+    The cos/sin tables describe RoPE completely, scaling included (an attention factor is folded
+    into them), so whatever applies them needs nothing else."""
 
     def __init__(self, rot_dim: int, base: float):
         super().__init__()
-        self.rot_dim = rot_dim
+        self.rot_dim, self.base = rot_dim, base
         inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)   # as trained at the first stage
+        self.freq, self.attn_factor = inv_freq, 1.0                     # what the tables use (rescale)
         self._cos = self._sin = None   # (T_max, rot_dim), built lazily: no fixed maximum length
+
+    def rescale(self, method: str, orig_len: int, s: float):
+        """Switch the tables to `method` stretched by s (rope_frequencies). Rebuilt in place, at the
+        same length, so anything holding them (a compiled graph) reads the new values."""
+        self.freq, self.attn_factor = rope_frequencies(self.inv_freq.cpu(), self.base, method, orig_len, s)
+        if self._cos is not None:
+            cos, sin = self._build(self._cos.shape[0], self._cos.device)
+            self._cos.copy_(cos)
+            self._sin.copy_(sin)
+
+    def _build(self, n: int, device):
+        t = torch.arange(n, dtype=torch.float32, device=device)
+        freqs = torch.outer(t, self.freq.to(device))          # (n, rot_dim/2)
+        emb = torch.cat((freqs, freqs), dim=-1)               # (n, rot_dim), NeoX layout
+        if self.attn_factor == 1.0:                           # unscaled: bit-identical to plain RoPE
+            return emb.cos(), emb.sin()
+        return emb.cos() * self.attn_factor, emb.sin() * self.attn_factor
 
     def tables(self, T: int, device):
         if self._cos is None or self._cos.shape[0] < T or self._cos.device != device:
             # Grow to the next power of two so a slowly growing T does not rebuild every call.
             n = max(T, 2 ** math.ceil(math.log2(max(T, 1))))
-            t = torch.arange(n, dtype=torch.float32, device=device)
-            freqs = torch.outer(t, self.inv_freq.to(device))     # (n, rot_dim/2)
-            emb = torch.cat((freqs, freqs), dim=-1)               # (n, rot_dim), NeoX layout
-            self._cos, self._sin = emb.cos(), emb.sin()
+            self._cos, self._sin = self._build(n, device)
         return self._cos[:T], self._sin[:T]
 
     def forward(self, x):  # x: (B, nh, T, hs)
@@ -264,6 +331,9 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("dense.weight") or name.endswith("dense_4h_to_h.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.rope_switch not in ROPE_SWITCHES:
+            raise ValueError(f"unknown RoPE switch {cfg.rope_switch!r}; choose one of {ROPE_SWITCHES}")
+        self._apply_rope()              # a config from a checkpoint may carry a stage's scaling
 
     @staticmethod
     def _init_weights(m):
@@ -282,6 +352,18 @@ class GPT(nn.Module):
         eval length, so the tables never change during a run: torch.compile guards on them."""
         for block in self.layers:
             block.attention.rotary.tables(T, self.embed_in.weight.device)
+
+    def switch_rope(self, first_len: int, new_len: int):
+        """At a stage change: stretch RoPE from the first stage's length to `new_len` by
+        cfg.rope_switch (s = new_len / first_len, cumulative), recorded in the config."""
+        if self.cfg.rope_switch == "none":
+            return                      # the paper's choice: tables untouched, positions extrapolate
+        self.cfg.rope_orig_len, self.cfg.rope_scale = first_len, new_len / first_len
+        self._apply_rope()
+
+    def _apply_rope(self):
+        for block in self.layers:
+            block.attention.rotary.rescale(self.cfg.rope_switch, self.cfg.rope_orig_len, self.cfg.rope_scale)
 
     def set_attention(self, backend: str):
         if backend not in ATTN_BACKENDS:
@@ -354,13 +436,13 @@ def sample_next(logits, temperature: float, top_k=None):
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
 
 
-def make_config(preset: str, vocab_size=None, attn: str = "sdpa") -> GPTConfig:
+def make_config(preset: str, vocab_size=None, attn: str = "sdpa", rope_switch: str = "none") -> GPTConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     fields = dict(PRESETS[preset])
     if vocab_size is not None:
         fields["vocab_size"] = vocab_size
-    return GPTConfig(**fields, attn=attn)
+    return GPTConfig(**fields, attn=attn, rope_switch=rope_switch)
 
 
 # ----------------------------------------------------------------------------- model FLOPs utilisation

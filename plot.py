@@ -5,6 +5,8 @@
 Writes loss_vs_time.png, loss_vs_tokens.png (train loss, stage changes marked),
 val_vs_time.png (validation loss at one context length) and val_vs_context.png
 (validation loss against context length: the final eval, or extension.json if a run has one).
+Loss jumps at stage switches (`jump` records) are written next to the stage marks, and
+`plot_switches` draws the per-step training loss around each switch (experiments.py switch).
 """
 import sys
 
@@ -34,7 +36,8 @@ class PlotError(Exception):
 # What each kind of record must hold for the figures. A run that crashed mid-write leaves a
 # half JSON line, and older or hand-edited files may lack keys: such records are skipped
 # (and counted), never a traceback.
-NEEDS = {"train": ("elapsed_s", "tokens", "loss"), "stage": ("elapsed_s", "tokens"), "eval": ("elapsed_s",)}
+NEEDS = {"train": ("elapsed_s", "tokens", "loss"), "stage": ("elapsed_s", "tokens"), "eval": ("elapsed_s",),
+         "jump": ("step", "from", "to")}    # a jump's value is null when a stage had fewer than k steps
 
 
 def _number(x) -> bool:
@@ -94,7 +97,7 @@ def load_run(folder: Path) -> dict:
     if skipped:
         print(f"warning: {path}: skipped {len(skipped)} unusable line(s) (line {skipped[0]} first): "
               "cut short by a crash, or missing fields", file=sys.stderr)
-    by = {k: [r for r in recs if r.get("kind") == k] for k in ("config", "train", "stage", "eval")}
+    by = {k: [r for r in recs if r.get("kind") == k] for k in ("config", "train", "stage", "eval", "jump")}
     by["extension"] = load_extension(folder / "extension.json")
     by["name"] = folder.name
     return by
@@ -129,6 +132,15 @@ def _stage_marks(ax, run, x_key, color):
         ax.axvline(s[x_key] / (1e6 if x_key == "tokens" else 1), color=color, ls=":", lw=0.8, alpha=0.7)
 
 
+def _jump_marks(ax, run, x_key, color):
+    """The measured loss jump (schedule.loss_jumps) written at the stage change it belongs to."""
+    at = {s["step"]: s[x_key] / (1e6 if x_key == "tokens" else 1) for s in run["stage"]}
+    for j in run["jump"]:
+        if j["jump"] is not None and j["step"] - 1 in at:   # the stage record is written before its first step
+            ax.annotate(f"{j['jump']:+.2f}", (at[j["step"] - 1], 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -12 - 10 * int(color[1:])), textcoords="offset points", color=color, fontsize=7)
+
+
 def plot_train(runs, x_key, xlabel, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, run in enumerate(runs):
@@ -136,7 +148,9 @@ def plot_train(runs, x_key, xlabel, path):
         xs = [r[x_key] / (1e6 if x_key == "tokens" else 1) for r in run["train"]]
         ax.plot(xs, [r["loss"] for r in run["train"]], color=color, lw=1.2, label=run["name"])
         _stage_marks(ax, run, x_key, color)
-    ax.set(xlabel=xlabel, ylabel="train loss (nats/token)", title="Training loss (dotted: stage changes)")
+        _jump_marks(ax, run, x_key, color)
+    ax.set(xlabel=xlabel, ylabel="train loss (nats/token)",
+           title="Training loss (dotted: stage changes, numbers: loss jump)")
     ax.grid(alpha=0.3)
     ax.legend()
     save(fig, path)
@@ -167,6 +181,30 @@ def plot_val_context(runs, path):
            title="Context extension: validation loss by context length")
     ax.grid(alpha=0.3)
     ax.legend()
+    save(fig, path)
+
+
+def plot_switches(runs, path, window=30):
+    """Per-step training loss from `window` steps before to `window` after each stage switch, one
+    panel per switch, one line per run (needs runs logged every step: --log-interval 0)."""
+    switches = sorted({(j["from"], j["to"]) for run in runs for j in run["jump"]})
+    fig, axes = plt.subplots(1, max(1, len(switches)), figsize=(max(6.5, 4 * len(switches)), 4), sharey=True,
+                             squeeze=False)
+    for ax, (a, b) in zip(axes[0], switches):
+        for i, run in enumerate(runs):
+            j = next((j for j in run["jump"] if (j["from"], j["to"]) == (a, b)), None)
+            if j is None:
+                continue
+            pts = [(r["step"] - j["step"], r["loss"]) for r in run["train"] if abs(r["step"] - j["step"]) <= window]
+            jump = "n/a" if j["jump"] is None else f"{j['jump']:+.3f}"
+            ax.plot(*zip(*pts), color=f"C{i}", lw=1, label=f"{run['name']} ({jump})")
+        ax.axvline(-0.5, color="k", ls=":", lw=0.8)
+        ax.set(title=f"T {a} -> {b}", xlabel="steps from the switch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("train loss (nats/token), per step")
+    fig.suptitle("Training loss around each stage switch\n(legend: jump = mean of k steps after - k before)", fontsize=10)
+    fig.tight_layout()
     save(fig, path)
 
 

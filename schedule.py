@@ -218,3 +218,27 @@ class Clock:
     def elapsed(self) -> float:
         live = self._time() - self._since if self._since is not None else 0.0
         return self._banked + live
+
+
+def loss_jumps(seq_lens: Sequence[int], losses: Sequence[float], k: int = 5) -> List[dict]:
+    """The training-loss jump at every stage switch of a per-step record (step i trained at
+    seq_lens[i] with loss losses[i]):
+
+        jump = mean(first k losses of the new stage) - mean(last k losses of the previous one)
+
+    Positive: the switch cost loss. k steps on each side average out step-to-step noise while
+    staying close to the switch. A side with fewer than k steps gives jump None (not measured).
+    Steps are numbered from 1, as train.py counts them; `step` is the new stage's first.
+    """
+    if len(seq_lens) != len(losses):
+        raise ValueError(f"{len(seq_lens)} seq_lens for {len(losses)} losses")
+    starts = [0] + [i for i in range(1, len(seq_lens)) if seq_lens[i] != seq_lens[i - 1]] + [len(seq_lens)]
+    jumps = []
+    for prev, start, end in zip(starts, starts[1:], starts[2:]):
+        before, after = losses[max(prev, start - k):start], losses[start:min(end, start + k)]
+        measured = len(before) == k and len(after) == k
+        mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+        jumps.append({"step": start + 1, "from": seq_lens[start - 1], "to": seq_lens[start], "k": k,
+                      "before": mean_before if measured else None, "after": mean_after if measured else None,
+                      "jump": mean_after - mean_before if measured else None})
+    return jumps

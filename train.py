@@ -38,7 +38,8 @@ import export  # noqa: E402
 import schedule as sched  # noqa: E402
 from cli import OneLineParser  # noqa: E402
 from kernels import interpreting  # noqa: E402
-from model import ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, flops_per_token, make_config, peak_flops  # noqa: E402
+from model import (ATTN_BACKENDS, GPT, PRESET_LR, PRESETS, ROPE_SWITCHES, GPTConfig,  # noqa: E402
+                   flops_per_token, make_config, peak_flops)
 
 
 class UserError(Exception):
@@ -82,11 +83,13 @@ class TrainConfig:
     seed: int = 1337
     sample_tokens: int = 300
     stop_at_step: Optional[int] = None
+    rope_switch: str = "none"
 
 
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
 # Changing these on --resume would make a different run, not a continuation of this one.
-FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer")
+FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer", "rope_switch")
+JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
 CKPT_FORMAT = "growlength-2"
 # Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 130/143 Ctrl-C/SIGTERM
 # before training started (cli.stop). Once training, a signal checkpoints and exits 0.
@@ -143,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--sample-tokens", type=int, help=f"tokens of text to print at the end (0: none; default {d.sample_tokens})")
     a("--stop-at-step", type=int,
       help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
+    a("--rope-switch", choices=ROPE_SWITCHES,
+      help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default {d.rope_switch})")
     return p
 
 
@@ -212,11 +217,13 @@ class TrainState:
     tokens: int = 0
     elapsed_s: float = 0.0     # training seconds: the clock's reading, eval and checkpoints excluded
     stage_stats: dict = field(default_factory=dict)   # "seq_len" -> {"steps", "tokens", "seconds"}
+    step_losses: list = field(default_factory=list)   # [seq_len, loss] per step: the loss jump at each switch
     data_rng: list = field(default_factory=list)      # every rank's data-window generator state
     torch_rng: Optional[torch.Tensor] = None          # for anything else random (sampling at the end)
 
-    def count_step(self, seq_len: int, tokens: int, seconds: float):
+    def count_step(self, seq_len: int, tokens: int, seconds: float, loss: float):
         self.step += 1
+        self.step_losses.append([seq_len, loss])
         self.tokens += tokens
         s = self.stage_stats.setdefault(str(seq_len), {"steps": 0, "tokens": 0, "seconds": 0.0})
         s["steps"], s["tokens"], s["seconds"] = s["steps"] + 1, s["tokens"] + tokens, s["seconds"] + seconds
@@ -387,10 +394,14 @@ def build_model(cfg: TrainConfig, vocab_size: int, device: str, ckpt: Optional[d
     """The model and its AdamW; from a checkpoint when resuming (after checking its shape)."""
     torch.manual_seed(cfg.seed)        # same init on every rank (DDP also broadcasts rank 0's)
     vocab = 128 * math.ceil(vocab_size / 128)  # pad the head: 50257 -> 50304, as Pythia
-    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn)
-    if ckpt is not None and ckpt["model_config"] != mcfg.shape():
+    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn, rope_switch=cfg.rope_switch)
+    if ckpt is not None:
+        saved = GPTConfig(**{k: v for k, v in ckpt["model_config"].items() if k in mcfg.shape()})
+        # Continue with the RoPE scaling the checkpoint's stage had reached (model.switch_rope).
+        mcfg.rope_orig_len, mcfg.rope_scale = saved.rope_orig_len, saved.rope_scale
         diff = [k for k in mcfg.shape() if ckpt["model_config"].get(k) != mcfg.shape()[k]]
-        raise UserError(f"--resume: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
+        if diff:
+            raise UserError(f"--resume: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
     model = GPT(mcfg)
     if cfg.init_from and ckpt is None:      # weights only: a resumed run has its own
         model.load_state_dict(export.init_state(cfg.init_from, mcfg.shape(), cfg.tokenizer))
@@ -943,6 +954,7 @@ def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopR
             clock.pause()
             state.elapsed_s = clock.elapsed()
             begin_stage(run, state, i)
+            run.model.switch_rope(plan.stages[0].seq_len, plan.stages[i].seq_len)  # before the eval sees it
             if stage_idx is not None:
                 evaluate_now(state, f"stage {i + 1}")
                 eval_every.reset(state.elapsed_s)
@@ -961,7 +973,7 @@ def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopR
             return report_non_finite(run, state, loss, stage, lr)
         run.sync()
         now = from_rank0(clock.elapsed(), ranks, run.device)
-        state.count_step(stage.seq_len, cfg.tokens_per_step, now - t0)
+        state.count_step(stage.seq_len, cfg.tokens_per_step, now - t0, loss)
         state.elapsed_s = now
         window.losses.append(loss)
 
@@ -1029,8 +1041,11 @@ def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopReque
         return 0
     final = evaluate_now(state, "end")
     checkpoint(run, state)
+    jumps = sched.loss_jumps([T for T, _ in state.step_losses], [loss for _, loss in state.step_losses], JUMP_K)
+    for j in jumps:
+        run.metrics.write("jump", **j)
     if run.ranks.master:
-        print_summary(run, state, final)
+        print_summary(run, state, final, jumps)
         if run.cfg.sample_tokens > 0:
             # The run is saved: from here a signal stops the sampling (as KeyboardInterrupt), nothing else.
             for s in (signal.SIGINT, signal.SIGTERM):
@@ -1039,7 +1054,7 @@ def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopReque
     return 0
 
 
-def print_summary(run: Run, state: TrainState, final: dict):
+def print_summary(run: Run, state: TrainState, final: dict, jumps: list):
     print(f"done: {state.step} steps, {state.tokens:,} tokens, {state.elapsed_s:.1f}s of training. Per stage:")
     mfu_head = "     mfu" if run.peak_flops else ""
     print("  seq_len   steps      tokens   train_s   tokens/s" + mfu_head)
@@ -1048,6 +1063,10 @@ def print_summary(run: Run, state: TrainState, final: dict):
         mfu = run.mfu(tps, int(T))
         print(f"  {int(T):7d} {s['steps']:7d} {s['tokens']:11,} {s['seconds']:9.1f} {tps:10.0f}" +
               (f" {mfu:7.1%}" if mfu is not None else ""))
+    for j in jumps:
+        print(f"  loss jump {j['from']} -> {j['to']} at step {j['step']}: " +
+              (f"{j['jump']:+.4f} (mean of {j['k']} steps after {j['after']:.4f}, before {j['before']:.4f})"
+               if j["jump"] is not None else f"not measured (fewer than {j['k']} steps on a side)"))
     print("final val loss (nats/token): " + "  ".join(f"T={k} {v:.4f}" for k, v in final.items()))
     print(run.wall.line(state.elapsed_s))
     print(f"wrote {run.out / 'ckpt.pt'} and {run.out / 'metrics.jsonl'}")
