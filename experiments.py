@@ -424,7 +424,7 @@ LONG = {
 
 def stage_throughput(out: Path) -> dict:
     """Training tokens/s per stage length, from the checkpoint's per-stage counters."""
-    stats = train.load_checkpoint(str(out))["state"]["stage_stats"]
+    stats = train.load_checkpoint(str(out))["state"].stage_stats
     return {T: s["tokens"] / max(s["seconds"], 1e-9) for T, s in stats.items()}
 
 

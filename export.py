@@ -58,13 +58,18 @@ def hf_config(shape: dict, max_len: int, eos_id) -> dict:
     transformers 4 and 5). Every shape field is either mapped here or refused: a field added to
     GPTConfig later (e.g. RoPE scaling: map it to "rope_scaling") cannot be silently dropped."""
     mapped = {"vocab_size", "n_layer", "n_head", "n_embd", "rotary_pct", "rope_base",
-              "parallel_residual", "layer_norm_eps", "bias"}
+              "parallel_residual", "layer_norm_eps", "bias", "rope_switch", "rope_orig_len", "rope_scale"}
     unknown = sorted(set(shape) - mapped)
     if unknown:
         raise ExportError(f"GPTConfig field {unknown[0]}={shape[unknown[0]]!r} has no config.json mapping "
                           "in export.hf_config; add one before exporting")
     if not shape["bias"]:
         raise ExportError("bias=False cannot be exported: GPT-NeoX's MLP always has biases")
+    if shape.get("rope_switch", "none") != "none" and shape.get("rope_scale", 1.0) != 1.0:
+        # Our tables are a function of (first stage, current length) per method; transformers'
+        # rope_scaling variants are close relatives, not proven equal here: refuse, do not guess.
+        raise ExportError(f"the run rescaled RoPE (--rope-switch {shape['rope_switch']}, factor "
+                          f"{shape['rope_scale']:g}); exporting that scaling to config.json is not supported yet")
     return {
         "architectures": ["GPTNeoXForCausalLM"],
         "model_type": "gpt_neox",
@@ -108,7 +113,9 @@ def shape_from_hf(cfg: dict, where: str) -> dict:
                 "rotary_pct": rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25)),
                 "rope_base": float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
                 "parallel_residual": cfg.get("use_parallel_residual", True),
-                "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True}
+                "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True,
+                # plain RoPE: a folder with scaling was refused above
+                "rope_switch": "none", "rope_orig_len": 0, "rope_scale": 1.0}
     except KeyError as e:
         raise ExportError(f"{where}: config.json has no {e.args[0]}") from None
 
@@ -229,7 +236,8 @@ def check_matches(shape: dict, wanted: dict, folder) -> None:
     """One line naming the first field where a loaded shape differs from the run's model
     (GPTConfig.shape() of the chosen preset, vocab padded for the tokenizer)."""
     for field, want in wanted.items():
-        if shape.get(field) != want:
+        # --rope-switch is what the run will do at its stage changes, not part of the weights.
+        if field != "rope_switch" and shape.get(field) != want:
             fits = [n for n in PRESETS if make_config(n).shape() == shape]
             hint = f"; it matches --preset {fits[0]}" if fits else ""
             raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")

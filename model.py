@@ -333,7 +333,8 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
         if cfg.rope_switch not in ROPE_SWITCHES:
             raise ValueError(f"unknown RoPE switch {cfg.rope_switch!r}; choose one of {ROPE_SWITCHES}")
-        self._apply_rope()              # a config from a checkpoint may carry a stage's scaling
+        if cfg.rope_switch != "none" and cfg.rope_scale != 1.0:
+            self._apply_rope()          # a config from a checkpoint may carry a stage's scaling
 
     @staticmethod
     def _init_weights(m):

@@ -96,9 +96,15 @@ def test_an_unknown_config_field_is_refused_not_dropped(tmp_path, capsys):
     """A GPTConfig field export does not map (e.g. a future RoPE scaling switch) stops the export."""
     make_run(tmp_path / "run")
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
-    ckpt["model_config"]["rope_switch"] = "yarn"
+    ckpt["model_config"]["sliding_window"] = 256
     torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
-    fails(capsys, [str(tmp_path / "run"), str(tmp_path / "hf")], "rope_switch='yarn' has no config.json mapping")
+    fails(capsys, [str(tmp_path / "run"), str(tmp_path / "hf")], "sliding_window=256 has no config.json mapping")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_a_rescaled_rope_is_refused_not_guessed(tmp_path, capsys):
+    make_run(tmp_path / "run", rope_switch="yarn", rope_orig_len=128, rope_scale=8.0)
+    fails(capsys, [str(tmp_path / "run"), str(tmp_path / "hf")], "--rope-switch yarn, factor 8")
     assert not (tmp_path / "hf").exists()
 
 

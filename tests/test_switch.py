@@ -157,8 +157,8 @@ def test_long_experiment_runs_at_cpu_scale(tmp_path):
                         "--extra", "--eval-tokens 1024 --eval-interval 1"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    table = (tmp_path / "results" / "long-cpu.md").read_text()
+    table = (tmp_path / "runs" / "exp" / "long-cpu" / "results.md").read_text()   # not results/: no --publish
     assert "| grow-s1 |" in table and "| fixed256-s1 |" in table and "val@256" in table
     assert "grow: tokens/s by stage T=32" in table and "T=256" in table
     assert "reaches the fixed run's final val@256" in table
-    assert (tmp_path / "results" / "long-cpu" / "loss_vs_time.png").is_file()
+    assert (tmp_path / "runs" / "exp" / "long-cpu" / "figures" / "loss_vs_time.png").is_file()
