@@ -13,6 +13,7 @@ corpus. The output folder appears (by a rename) only when it is complete.
 import argparse
 import codecs
 import errno
+import functools
 import gzip
 import hashlib
 import json
@@ -31,7 +32,6 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
@@ -100,6 +100,7 @@ class GPT2Tokenizer:
         return self.enc.decode([int(i) for i in ids])
 
 
+@functools.lru_cache(maxsize=None)     # building gpt2's 50k merges takes a second; tokenizers are stateless
 def get_tokenizer(name: str):
     if name == "byte":
         return ByteTokenizer()
@@ -253,6 +254,7 @@ def _jsonl_documents(path: Path, blocks, text_field: str, skip_bad: bool, stats:
                 stats.skipped_lines += 1
                 continue
             if text:
+                stats.bytes += len(encoded)
                 yield encoded if as_bytes else text
 
 
@@ -283,21 +285,25 @@ def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", sk
             for doc in _jsonl_documents(path, _blocks(path, content_hash), text_field, skip_bad,
                                         stats, tok.takes_bytes):
                 stats.documents += 1
-                stats.bytes += len(doc) if tok.takes_bytes else len(doc.encode("utf-8"))
                 yield Piece(doc, True)
             continue
         if skip_non_utf8 and not tok.takes_bytes and not _is_utf8(path):
             stats.skipped_files += 1
             continue
-        blocks = _blocks(path, content_hash)
+        blocks = _counted(_blocks(path, content_hash), stats)
         pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks, stats)
         first = True
         for piece in pieces:
             if first:
                 stats.documents += 1
-            stats.bytes += len(piece) if tok.takes_bytes else len(piece.encode("utf-8"))
             yield Piece(piece, first)
             first = False
+
+
+def _counted(blocks, stats: Stats):
+    for block in blocks:
+        stats.bytes += len(block)
+        yield block
 
 
 # ----------------------------------------------------------------------------- validation split
@@ -546,7 +552,7 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
     `tokenizer` is a name or a tokenizer object (tests pass stubs). Returns out_dir."""
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction {val_fraction}: must be between 0 and 1 (exclusive)")
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers
     if workers < 1:
         raise DataError(f"--workers {workers}: must be at least 1")
     out_dir = Path(out_dir)
@@ -733,6 +739,7 @@ class TokenData:
         ids = self.splits[split]
         if len(ids) < seq_len + 1:
             raise DataError(f"{split} split has {len(ids)} tokens, fewer than a window of {seq_len + 1}")
+        import torch    # here, not at the top: preparing data needs no torch, and it takes seconds to import
         starts = torch.randint(len(ids) - seq_len, (batch_size,), generator=generator).tolist()
         return self._windows(ids, starts, seq_len, device)
 
@@ -749,6 +756,7 @@ class TokenData:
 
     @staticmethod
     def _windows(ids, starts, seq_len, device):
+        import torch
         buf = torch.from_numpy(np.stack([ids[s:s + seq_len + 1] for s in starts]).astype(np.int64))
         if device != "cpu":
             buf = buf.pin_memory().to(device, non_blocking=True)
