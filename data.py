@@ -26,7 +26,7 @@ import sys
 import sysconfig
 import time
 from collections import deque
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -205,7 +205,7 @@ class Piece:
 _LAST_SAFE_CUT = re.compile(r"(?s:.*)\S(?=[ \n]\S)")
 
 
-def _text_pieces(path: Path, blocks, stats: Stats):
+def _text_pieces(path: Path, blocks):
     """A text file as str pieces of about BLOCK characters, cut only where the tokens do not change.
     Invalid UTF-8 is an error naming the byte offset: a text tokenizer cannot encode it."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
@@ -230,37 +230,38 @@ def _text_pieces(path: Path, blocks, stats: Stats):
         yield carry
 
 
+def _lines(blocks):
+    """(line number, line) of a file read in blocks; a line may span blocks."""
+    carry, n = b"", 0
+    for block in blocks:
+        *lines, carry = (carry + block).split(b"\n")
+        for line in lines:
+            n += 1
+            yield n, line
+    if carry:
+        yield n + 1, carry
+
+
 def _jsonl_documents(path: Path, blocks, text_field: str, skip_bad: bool, stats: Stats, as_bytes: bool):
     """One document per line: the string under text_field. A bad line names file and line."""
-    carry, lineno = b"", 0
-    for block in _with_end(blocks):
-        lines = (carry + block).split(b"\n") if block is not None else [carry]
-        carry = lines.pop() if block is not None else b""
-        for line in lines:
-            lineno += 1
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)[text_field]
-                if not isinstance(text, str):
-                    raise TypeError(f"{text_field!r} is {type(text).__name__}, not a string")
-                encoded = text.encode("utf-8")         # also refuses lone surrogates from \ud800 escapes
-            except (ValueError, KeyError, TypeError, UnicodeError) as e:
-                if not skip_bad:
-                    why = f"no {text_field!r} field" if isinstance(e, KeyError) else \
-                        str(e).splitlines()[0][:120]
-                    raise DataError(f"{path}:{lineno}: bad jsonl line ({why}); "
-                                    f"--skip-bad-lines skips such lines with a count") from None
-                stats.skipped_lines += 1
-                continue
-            if text:
-                stats.bytes += len(encoded)
-                yield encoded if as_bytes else text
-
-
-def _with_end(blocks):
-    yield from blocks
-    yield None
+    for lineno, line in _lines(blocks):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)[text_field]
+            if not isinstance(text, str):
+                raise TypeError(f"{text_field!r} is {type(text).__name__}, not a string")
+            encoded = text.encode("utf-8")         # also refuses lone surrogates from \ud800 escapes
+        except (ValueError, KeyError, TypeError, UnicodeError) as e:
+            if not skip_bad:
+                why = f"no {text_field!r} field" if isinstance(e, KeyError) else str(e).splitlines()[0][:120]
+                raise DataError(f"{path}:{lineno}: bad jsonl line ({why}); "
+                                f"--skip-bad-lines skips such lines with a count") from None
+            stats.skipped_lines += 1
+            continue
+        if text:
+            stats.bytes += len(encoded)
+            yield encoded if as_bytes else text
 
 
 def _is_utf8(path: Path) -> bool:
@@ -291,7 +292,7 @@ def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", sk
             stats.skipped_files += 1
             continue
         blocks = _counted(_blocks(path, content_hash), stats)
-        pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks, stats)
+        pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks)
         first = True
         for piece in pieces:
             if first:
@@ -466,6 +467,11 @@ def _why_write_failed(e: Exception, path: Path) -> str:
 
 # ----------------------------------------------------------------------------- prepare
 
+def available_cpus() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _staging(out_dir: Path) -> Path:
     """The hidden folder a preparation writes into; renamed to out_dir only when complete, so an
     interrupted run (even kill -9) leaves no folder that looks prepared."""
@@ -531,14 +537,17 @@ def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, work
     but the first of its split."""
     dtype = token_dtype(tok.vocab_size)
     separator = np.asarray(tok.separator, dtype=dtype)
-    for piece, ids in tokenized(pieces, tok, dtype, workers, batch_bytes):
-        f = files_out[piece.split]
-        if piece.first and stats.tokens[piece.split]:
-            f.write(separator.tobytes())
-            stats.tokens[piece.split] += len(separator)
-        f.write(ids.tobytes())
-        stats.tokens[piece.split] += len(ids)
-        progress.update(stats)
+    # closing(): on an error here (a full disk) the worker pool stops now, not when the
+    # traceback that still references this generator is finally dropped.
+    with closing(tokenized(pieces, tok, dtype, workers, batch_bytes)) as stream:
+        for piece, ids in stream:
+            f = files_out[piece.split]
+            if piece.first and stats.tokens[piece.split]:
+                f.write(separator.tobytes())
+                stats.tokens[piece.split] += len(separator)
+            f.write(ids.tobytes())
+            stats.tokens[piece.split] += len(ids)
+            progress.update(stats)
 
 
 def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, workers: int | None = None,
@@ -552,7 +561,7 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
     `tokenizer` is a name or a tokenizer object (tests pass stubs). Returns out_dir."""
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction {val_fraction}: must be between 0 and 1 (exclusive)")
-    workers = len(os.sched_getaffinity(0)) if workers is None else workers
+    workers = available_cpus() if workers is None else workers
     if workers < 1:
         raise DataError(f"--workers {workers}: must be at least 1")
     out_dir = Path(out_dir)
