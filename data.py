@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ import sys
 import sysconfig
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -374,22 +377,33 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
         for batch in _batches(pieces, batch_bytes):
             yield from zip(batch, _encode_batch([p.data for p in batch], dtype))
         return
-    import multiprocessing
-    pool = multiprocessing.get_context("fork").Pool(workers, _worker_init, (tok,))
+    # concurrent.futures, not multiprocessing.Pool: when the OS kills a worker (out of memory)
+    # the pool breaks and says so, where Pool would wait forever for the lost batch.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_init, initargs=(tok,))
     try:
         pending = deque()
         for batch in _batches(pieces, batch_bytes):
-            pending.append((batch, pool.apply_async(_encode_batch, ([p.data for p in batch], dtype))))
+            pending.append((batch, pool.submit(_encode_batch, [p.data for p in batch], dtype)))
             if len(pending) >= 2 * workers:
                 done, result = pending.popleft()
-                yield from zip(done, result.get())
+                yield from zip(done, result.result())
         while pending:
             done, result = pending.popleft()
-            yield from zip(done, result.get())
-        pool.close()
+            yield from zip(done, result.result())
+    except BrokenProcessPool:
+        raise DataError(f"a tokenizing worker died (killed for lack of memory?); "
+                        f"try fewer --workers or a smaller --batch-bytes") from None
     finally:
-        pool.terminate()
-        pool.join()
+        _stop(pool)
+
+
+def _stop(pool):
+    """Stop the workers now, even mid-batch (on Ctrl-C or an error), not after their batch."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):   # private, but in 3.8-3.14
+        process.terminate()
+        process.join()
 
 
 # ----------------------------------------------------------------------------- progress
@@ -398,9 +412,9 @@ class Progress:
     """One self-updating line on a terminal (a line every 30 s in a log): MB read, MB/s, tokens.
     Hand-written rather than tqdm: 20 lines, and no dependency for the GPU images to install."""
 
-    def __init__(self, enabled: bool = True, stream=sys.stderr):
-        self.enabled, self.stream = enabled, stream
-        self.tty = enabled and stream.isatty()
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled, self.stream = enabled, stream or sys.stderr
+        self.tty = enabled and self.stream.isatty()
         self.start = self.last = time.perf_counter()
 
     def update(self, stats: Stats):

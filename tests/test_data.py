@@ -463,6 +463,18 @@ def test_ctrl_c_is_one_line_exit_130_and_no_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
 
 
+def dies(texts, dtype):
+    os._exit(9)                               # as a worker the OS kills for memory
+
+
+def test_a_dead_worker_is_one_error_not_a_hang(tmp_path, monkeypatch):
+    (tmp_path / "c.txt").write_text(TEXT * 50)
+    monkeypatch.setattr(D, "_encode_batch", dies)
+    with pytest.raises(D.DataError, match="a tokenizing worker died"):
+        D.prepare(tmp_path / "c.txt", tmp_path / "out", "byte", workers=2, batch_bytes=1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
 def test_command_line_errors_are_one_line(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "data.py", *args], cwd=ROOT, capture_output=True, text=True)
