@@ -336,6 +336,7 @@ def _build_big_corpus(folder, gigabytes):
 def _one_prepare(args):
     """Child process: one preparation, so that its peak memory is its own."""
     import json
+    import resource
     import time
     import data
     files = data.stdlib_files() if args.input == "python-stdlib" else None
@@ -343,7 +344,11 @@ def _one_prepare(args):
     out = data.prepare(None if files else args.input, args.out, args.tokenizer, workers=args.one,
                        files=files, skip_non_utf8=bool(files))
     meta = json.loads((out / "meta.json").read_text())
-    print(json.dumps({"seconds": time.perf_counter() - t0, "bytes": meta["bytes"],
+    # CPU seconds of this process and its (finished) workers: on a shared machine the wall
+    # clock measures the neighbours too, CPU time mostly does not.
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu, "bytes": meta["bytes"],
                       "tokens": meta["train_tokens"] + meta["val_tokens"]}))
 
 
@@ -373,9 +378,10 @@ def bench_prepare(args):
             print(f"building a {args.gb} GB corpus (the stdlib repeated, as jsonl) in {corpus} ...", flush=True)
             _build_big_corpus(corpus, args.gb)
         print(f"# bench.py prepare: {args.tokenizer} tokenizer, {os.cpu_count()} CPUs, "
-              f"{time.strftime('%Y-%m-%d')}\n")
-        lines = ["| corpus | MB | workers | seconds | MB/s | tokens/s | peak memory, all processes (PSS, MiB) |",
-                 "|---|---|---|---|---|---|---|"]
+              f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} at the start\n")
+        lines = ["| corpus | MB | workers | seconds | MB/s | tokens/s | CPU seconds | MB per CPU second "
+                 "| peak memory, all processes (PSS, MiB) |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         print("\n".join(lines), flush=True)
         for w in workers:
             out = os.path.join(tmp, f"out-{w}")
@@ -394,7 +400,8 @@ def bench_prepare(args):
             r = json.loads(stdout.strip().splitlines()[-1])
             name = "python-stdlib" if corpus == "python-stdlib" else f"stdlib x{args.gb} GB (jsonl)"
             lines.append(f"| {name} | {r['bytes'] / 1e6:,.0f} | {w} | {r['seconds']:.1f} | "
-                         f"{r['bytes'] / 1e6 / r['seconds']:.2f} | {r['tokens'] / r['seconds']:,.0f} | {peak:,.0f} |")
+                         f"{r['bytes'] / 1e6 / r['seconds']:.2f} | {r['tokens'] / r['seconds']:,.0f} | "
+                         f"{r['cpu_seconds']:.1f} | {r['bytes'] / 1e6 / r['cpu_seconds']:.2f} | {peak:,.0f} |")
             print(lines[-1], flush=True)
             shutil.rmtree(out)
         if args.out:

@@ -485,3 +485,15 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "--val-fraction" in r.stderr
     r = run("--input", str(tmp_path / "c.txt"), "--out", str(tmp_path / "o"), "--workers", "0")
     assert r.returncode == 1 and r.stderr.strip() == "error: --workers 0: must be at least 1"
+
+
+def test_bench_prepare_prints_a_row_per_worker_count(tmp_path):
+    """bench.py prepare end to end on a tiny built corpus (its numbers are not checked)."""
+    out = tmp_path / "t.md"
+    r = subprocess.run([sys.executable, "bench.py", "prepare", "--gb", "0.001", "--workers", "1,2",
+                        "--tokenizer", "byte", "--tmp", str(tmp_path), "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|") for line in out.read_text().splitlines()[2:]]
+    assert [row[3].strip() for row in rows] == ["1", "2"] and all(float(row[2]) >= 1 for row in rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.md"]             # the built corpus is deleted
