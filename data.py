@@ -586,6 +586,8 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
                "skip_bad_lines": skip_bad_lines, "vocab_size": tok.vocab_size}
     key = source_key(files, tok.name, options)
     if check_output(out_dir, key, force):
+        if progress:
+            print(f"{out_dir} is up to date: prepared from these very inputs and settings")
         return out_dir
     by_document = count_documents(files, min_documents_for_hash_split(val_fraction)) >= \
         min_documents_for_hash_split(val_fraction)
