@@ -399,9 +399,11 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
 
 
 def _stop(pool):
-    """Stop the workers now, even mid-batch (on Ctrl-C or an error), not after their batch."""
+    """Stop the workers now, even mid-batch (on Ctrl-C or an error), not after their batch, and
+    reap them. The list is taken first: shutdown() forgets it (private, but there in 3.8-3.14)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):   # private, but in 3.8-3.14
+    for process in processes:
         process.terminate()
         process.join()
 
