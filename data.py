@@ -391,21 +391,15 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
         while pending:
             done, result = pending.popleft()
             yield from zip(done, result.result())
+        pool.shutdown()               # all done: the workers exit and are reaped now
     except BrokenProcessPool:
         raise DataError(f"a tokenizing worker died (killed for lack of memory?); "
                         f"try fewer --workers or a smaller --batch-bytes") from None
     finally:
-        _stop(pool)
-
-
-def _stop(pool):
-    """Stop the workers now, even mid-batch (on Ctrl-C or an error), not after their batch, and
-    reap them. The list is taken first: shutdown() forgets it (private, but there in 3.8-3.14)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-        process.join()
+        # On Ctrl-C or an error: queued batches are dropped; running ones finish (the workers
+        # ignore SIGINT) and the workers exit. Killing them instead can leave a queue's lock
+        # held by a dead process, and the interpreter then hangs at exit.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- progress
