@@ -396,10 +396,11 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
         raise DataError(f"a tokenizing worker died (killed for lack of memory?); "
                         f"try fewer --workers or a smaller --batch-bytes") from None
     finally:
-        # On Ctrl-C or an error: queued batches are dropped; running ones finish (the workers
-        # ignore SIGINT) and the workers exit. Killing them instead can leave a queue's lock
-        # held by a dead process, and the interpreter then hangs at exit.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # On Ctrl-C or an error: queued batches are dropped, running ones finish (the workers
+        # ignore SIGINT; a batch takes a fraction of a second) and we wait for the workers to
+        # exit, since they hold the output files open (fork). Killing them instead can leave a
+        # queue's lock held by a dead process, and the interpreter then hangs at exit.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- progress

@@ -411,7 +411,7 @@ def tiny_disk(tmp_path):
                                            capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
 def test_real_full_disk_keeps_the_previous_corpus(tmp_path, tiny_disk):
@@ -433,8 +433,10 @@ def start_preparation(tmp_path, *extra):
     src.write_text(TEXT * 600)
     cmd = [sys.executable, "data.py", "--input", str(src), "--out", str(tmp_path / "out"),
            "--batch-bytes", "64", *extra]
+    # SIGINT back to its default first: a shell starts background jobs with it ignored, and
+    # Python then never raises KeyboardInterrupt (a CI runner may do that to this test).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not any(p.stat().st_size for p in tmp_path.glob(".out.partial-*/*.bin.tmp*")):   # written some
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
