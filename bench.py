@@ -3,6 +3,7 @@
     python bench.py attention [--layout model|bhtd] [--out FILE]
     python bench.py lengths [--preset tiny] [--tokens 16384] [--max-batch] [--out FILE]
     python bench.py gpu [--out FILE]
+    python bench.py prepare [--workers 1,2] [--gb 1] [--out FILE]
 
 `attention`: the Triton kernel in kernels/attention.py against PyTorch SDPA (flash
 backend, else cuDNN, else whatever SDPA picks), bf16, causal, forward and
@@ -442,6 +443,120 @@ def bench_gpu(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- prepare (data.py throughput)
+
+def _tree_pss_mib(pid):
+    """Memory of a process and all its descendants (the tokenizing workers), MiB. PSS, not RSS:
+    forked workers share the parent's pages (torch, the tokenizer), and RSS would count them
+    once per process; PSS divides each shared page among its sharers."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration):
+            pass                      # the process ended between two reads
+    return total / 1024
+
+
+def _build_big_corpus(folder, gigabytes):
+    """The standard library's .py files repeated, one jsonl file (a document a line) per copy,
+    until the text reaches `gigabytes`; returns the text bytes written."""
+    import json
+    import data
+    docs = [p.read_bytes().decode("utf-8") for p in data.stdlib_files() if data._is_utf8(p)]
+    per_copy = sum(len(d.encode()) for d in docs)
+    copies = -(-int(gigabytes * 1e9) // per_copy)
+    for i in range(copies):
+        with open(os.path.join(folder, f"copy{i:03d}.jsonl"), "w") as f:
+            for d in docs:
+                f.write(json.dumps({"text": d}) + "\n")
+    return copies * per_copy
+
+
+def _one_prepare(args):
+    """Child process: one preparation, so that its peak memory is its own."""
+    import json
+    import resource
+    import time
+    import data
+    files = data.stdlib_files() if args.input == "python-stdlib" else None
+    t0 = time.perf_counter()
+    out = data.prepare(None if files else args.input, args.out, args.tokenizer, workers=args.one,
+                       files=files, skip_non_utf8=bool(files))
+    meta = json.loads((out / "meta.json").read_text())
+    # CPU seconds of this process and its (finished) workers: on a shared machine the wall
+    # clock measures the neighbours too, CPU time mostly does not.
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu, "bytes": meta["bytes"],
+                      "tokens": meta["train_tokens"] + meta["val_tokens"]}))
+
+
+def bench_prepare(args):
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+    if args.one:
+        return _one_prepare(args)
+    workers = _int_list(args.workers)
+    if not workers or min(workers) < 1:
+        print(f"error: --workers {args.workers}: give positive counts, e.g. 1,2", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="growlength-bench-", dir=args.tmp)
+    try:
+        need = 3 * args.gb * 1e9          # the corpus, ~its size again in tokens, headroom
+        if args.gb and shutil.disk_usage(tmp).free < need:
+            print(f"error: {tmp}: {shutil.disk_usage(tmp).free / 1e9:.1f} GB free, "
+                  f"need {need / 1e9:.1f} GB for a {args.gb} GB corpus", file=sys.stderr)
+            return 2
+        corpus = "python-stdlib"
+        if args.gb:
+            corpus = os.path.join(tmp, "corpus")
+            os.mkdir(corpus)
+            print(f"building a {args.gb} GB corpus (the stdlib repeated, as jsonl) in {corpus} ...", flush=True)
+            _build_big_corpus(corpus, args.gb)
+        print(f"# bench.py prepare: {args.tokenizer} tokenizer, {os.cpu_count()} CPUs, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} at the start\n")
+        lines = ["| corpus | MB | workers | seconds | MB/s | tokens/s | CPU seconds | MB per CPU second "
+                 "| peak memory, all processes (PSS, MiB) |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        print("\n".join(lines), flush=True)
+        for w in workers:
+            out = os.path.join(tmp, f"out-{w}")
+            cmd = [sys.executable, os.path.abspath(__file__), "prepare", "--one", str(w), "--input", corpus,
+                   "--out", out, "--tokenizer", args.tokenizer]
+            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            peak = 0.0
+            while child.poll() is None:
+                peak = max(peak, _tree_pss_mib(child.pid))
+                time.sleep(0.05)
+            stdout, stderr = child.communicate()
+            if child.returncode:
+                print(stderr.strip().splitlines()[-1] if stderr.strip() else f"error: child exited {child.returncode}",
+                      file=sys.stderr)
+                return 1
+            r = json.loads(stdout.strip().splitlines()[-1])
+            name = "python-stdlib" if corpus == "python-stdlib" else f"stdlib x{args.gb} GB (jsonl)"
+            lines.append(f"| {name} | {r['bytes'] / 1e6:,.0f} | {w} | {r['seconds']:.1f} | "
+                         f"{r['bytes'] / 1e6 / r['seconds']:.2f} | {r['tokens'] / r['seconds']:,.0f} | "
+                         f"{r['cpu_seconds']:.1f} | {r['bytes'] / 1e6 / r['cpu_seconds']:.2f} | {peak:,.0f} |")
+            print(lines[-1], flush=True)
+            shutil.rmtree(out)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _int_list(text):
     """'128,256' -> [128, 256]; anything else (abc, 0, an empty list) is one argparse line."""
     values = [_positive(x) for x in text.split(",") if x.strip()]
@@ -505,6 +620,16 @@ def main(argv=None):
     p = sub.add_parser("gpu", help="every GPU number of the README in one markdown report (about 8 minutes)")
     p.add_argument("--out", metavar="FILE", help="report file (default results/gpu-<device>-<date>.md)")
     p.set_defaults(func=bench_gpu)
+    p = sub.add_parser("prepare", help="data.py preparation: MB/s and peak memory per --workers")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
+    p.add_argument("--gb", type=float, default=0,
+                   help="build a corpus of this many GB (the stdlib repeated) in a temp folder; default: the stdlib once")
+    p.add_argument("--tokenizer", default="gpt2", choices=["byte", "gpt2"])
+    p.add_argument("--tmp", default=None, help="where to build the temp folder (default: the system's)")
+    p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
+    p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one worker count
+    p.add_argument("--input", default="python-stdlib", help=argparse.SUPPRESS)
+    p.set_defaults(func=bench_prepare)
 
     args = parser.parse_args(argv)
     try:

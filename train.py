@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="tokens per forward/backward (gradient accumulation above it); default auto: on a GPU the "
       "largest that fits, found per stage before the clock starts; elsewhere the whole step")
     a("--preset", choices=list(PRESETS), help=f"model size (default {d.preset})")
-    a("--data", help=f"'{d.data}', a prepared folder, or a text file/folder (default {d.data})")
+    a("--data", help=f"'shakespeare' or 'python-stdlib' (built in), a prepared folder, or a text/jsonl "
+      f"file or folder, prepared on first use (default {d.data})")
     a("--tokenizer", choices=datalib.TOKENIZERS, help=f"(default {d.tokenizer})")
     a("--lr", type=float, help="peak learning rate (default: the preset's)")
     a("--min-lr-ratio", type=float, help=f"cosine floor as a share of --lr (default {d.min_lr_ratio})")
@@ -229,10 +230,11 @@ class TrainState:
         s["steps"], s["tokens"], s["seconds"] = s["steps"] + 1, s["tokens"] + tokens, s["seconds"] + seconds
 
 
-def save_checkpoint(path: Path, cfg: TrainConfig, model, opt, state: TrainState):
+def save_checkpoint(path: Path, cfg: TrainConfig, model, opt, state: TrainState, data_fingerprint: str):
     """All or nothing (data.atomic_write): a crash or a full disk mid-write keeps the old one."""
     ckpt = {"format": CKPT_FORMAT, "config": asdict(cfg), "model_config": model.cfg.shape(),
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state)}
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state),
+            "data_fingerprint": data_fingerprint}
     with datalib.atomic_write(path) as f:
         torch.save(ckpt, f)
 
@@ -589,6 +591,9 @@ def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict]):
     check_memory(plan, eval_lengths, make_config(cfg.preset))
     data = load_data(cfg, ranks)
     check_lengths(data, plan, eval_lengths)
+    if ckpt is not None and ckpt.get("data_fingerprint") not in (None, data.fingerprint):
+        raise UserError(f"--resume {cfg.resume}: the data changed since the checkpoint (fingerprint "
+                        f"{ckpt['data_fingerprint']} -> {data.fingerprint}); resuming would train on other tokens")
     model, opt = build_model(cfg, data.vocab_size, device, ckpt)
     state, gen = start_state(cfg, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
@@ -878,7 +883,7 @@ def checkpoint(run: Run, state: TrainState):
         state.data_rng = gather_generators(run.gen, run.ranks)
         state.torch_rng = torch.get_rng_state()
         if run.ranks.master:
-            save_checkpoint(run.out / "ckpt.pt", run.cfg, run.model, run.opt, state)
+            save_checkpoint(run.out / "ckpt.pt", run.cfg, run.model, run.opt, state, run.data.fingerprint)
 
 
 class StopRequest:

@@ -141,3 +141,15 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and len(lines) == 1 and lines[0].startswith("error:"), err
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_data_that_changed(tmp_path, capsys):
+    src = tmp_path / "play.txt"
+    src.write_text("to be or not to be, that is the question. " * 2000)
+    out = tmp_path / "r"
+    assert train.main(FAST + ["--data", str(src), "--out", str(out), "--stop-at-step", "2"]) == 0
+    before = (out / "ckpt.pt").read_bytes()
+    src.write_text("whether tis nobler in the mind to suffer. " * 2000)     # same name, other text
+    capsys.readouterr()
+    fail(capsys, ["--resume", str(out)], "the data changed since the checkpoint")
+    assert (out / "ckpt.pt").read_bytes() == before
