@@ -576,7 +576,7 @@ class Run:
         return tokens_per_s * flops_per_token(self.model.cfg, seq_len) / (self.peak_flops * self.ranks.world)
 
 
-def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict]):
+def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict], wall: "WallTime"):
     """Everything a run needs -> (Run, TrainState, RunFolder). Every check that can fail runs
     before the run folder is claimed, so a mistake leaves nothing on disk."""
     if cfg.budget is None and cfg.max_tokens is None:
@@ -602,7 +602,7 @@ def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict]):
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
     run = Run(cfg, ranks, device, dtype, autocast, plan, eval_lengths, data, model,
               wrap_for_training(model, cfg, ranks, device), opt, gen, out,
-              Metrics(out / "metrics.jsonl" if ranks.master else None), WallTime(state.elapsed_s), peak_flops(device))
+              Metrics(out / "metrics.jsonl" if ranks.master else None), wall, peak_flops(device))
     return run, state, folder
 
 
@@ -780,7 +780,8 @@ class Metrics:
 
 
 class WallTime:
-    """Where this invocation's wall time went, for the closing line (the budget counts training only)."""
+    """Where this invocation's wall time went, from the checkpoint load on, for the closing line
+    (the budget counts training only; "other" is building the run, preparing data, sampling)."""
 
     def __init__(self, trained_before: float):
         self.start, self.trained_before = time.perf_counter(), trained_before   # a resumed run's earlier training
@@ -917,7 +918,7 @@ def train(argv=None) -> int:
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     if ckpt is not None:
         cfg = merge_resumed(cfg, explicit, ckpt)
-    run, state, folder = build(cfg, ranks, ckpt)
+    run, state, folder = build(cfg, ranks, ckpt, WallTime(ckpt["state"].elapsed_s if ckpt else 0.0))
     stop = None
     try:
         announce(run, state)
