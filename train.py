@@ -600,9 +600,14 @@ def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict], wall: "WallTime"
     folder = agree(ranks, RunFolder.claim if ranks.master else None, cfg, ckpt["state"].step if ckpt else None)
     out = Path(share_from_rank0(str(folder.path) if folder else None, ranks))
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
-    run = Run(cfg, ranks, device, dtype, autocast, plan, eval_lengths, data, model,
-              wrap_for_training(model, cfg, ranks, device), opt, gen, out,
-              Metrics(out / "metrics.jsonl" if ranks.master else None), wall, peak_flops(device))
+    try:
+        run = Run(cfg, ranks, device, dtype, autocast, plan, eval_lengths, data, model,
+                  wrap_for_training(model, cfg, ranks, device), opt, gen, out,
+                  Metrics(out / "metrics.jsonl" if ranks.master else None), wall, peak_flops(device))
+    except BaseException:
+        if folder is not None:
+            folder.discard_if_unused()
+        raise
     return run, state, folder
 
 
@@ -758,7 +763,10 @@ class Metrics:
 
     def __init__(self, path: Optional[Path]):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+        except OSError as e:
+            raise datalib.write_failed(path, e) from None
 
     def write(self, kind: str, **record):
         if self.fd is None:
