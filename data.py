@@ -393,8 +393,8 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
             yield from zip(done, result.result())
         pool.shutdown()               # all done: the workers exit and are reaped now
     except BrokenProcessPool:
-        raise DataError(f"a tokenizing worker died (killed for lack of memory?); "
-                        f"try fewer --workers or a smaller --batch-bytes") from None
+        raise DataError("a tokenizing worker died (killed for lack of memory?); "
+                        "try fewer --workers or a smaller --batch-bytes") from None
     finally:
         # On Ctrl-C or an error: queued batches are dropped, running ones finish (the workers
         # ignore SIGINT; a batch takes a fraction of a second) and we wait for the workers to

@@ -387,9 +387,8 @@ class GPT(nn.Module):
         """Empty (keys, values) buffers per layer, each (B, nh, max_len, hs), preallocated so a
         decode step writes one row instead of re-running (or re-copying) the prefix."""
         c, w = self.cfg, self.embed_in.weight
-        def empty():
-            return torch.zeros(batch, c.n_head, max_len, c.head_dim, dtype=w.dtype, device=w.device)
-        return [(empty(), empty()) for _ in range(c.n_layer)]
+        shape = (batch, c.n_head, max_len, c.head_dim)
+        return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(c.n_layer)]
 
     def forward_cached(self, idx, cache, pos: int):
         """Logits for tokens idx (B, t) at positions pos..pos+t-1, given the cache of the pos
