@@ -478,23 +478,23 @@ def _build_big_corpus(folder, gigabytes):
     return copies * per_copy
 
 
-def _one_prepare(args):
-    """Child process: one preparation, so that its peak memory is its own."""
-    import json
-    import resource
-    import time
-    import data
-    files = data.stdlib_files() if args.input == "python-stdlib" else None
-    t0 = time.perf_counter()
-    out = data.prepare(None if files else args.input, args.out, args.tokenizer, workers=args.one,
-                       files=files, skip_non_utf8=bool(files))
-    meta = json.loads((out / "meta.json").read_text())
-    # CPU seconds of this process and its (finished) workers: on a shared machine the wall
-    # clock measures the neighbours too, CPU time mostly does not.
-    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
-    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu, "bytes": meta["bytes"],
-                      "tokens": meta["train_tokens"] + meta["val_tokens"]}))
+# One preparation in a child that imports data.py and nothing else: bench.py itself imports
+# torch (~190 MiB), which `python data.py` never does, and the memory column is data.py's own.
+_PREPARE_CHILD = """
+import json, resource, sys, time
+import data
+corpus, out, tokenizer, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+files = data.stdlib_files() if corpus == "python-stdlib" else None
+t0 = time.perf_counter()
+meta = json.loads((data.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
+                                skip_non_utf8=bool(files)) / "meta.json").read_text())
+# CPU seconds of this process and its (finished) workers: on a shared machine the wall
+# clock measures the neighbours too, CPU time mostly does not.
+cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                             resource.getrusage(resource.RUSAGE_CHILDREN)))
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu, "bytes": meta["bytes"],
+                  "tokens": meta["train_tokens"] + meta["val_tokens"]}))
+"""
 
 
 def bench_prepare(args):
@@ -503,8 +503,6 @@ def bench_prepare(args):
     import subprocess
     import tempfile
     import time
-    if args.one:
-        return _one_prepare(args)
     workers = _int_list(args.workers)
     if not workers or min(workers) < 1:
         print(f"error: --workers {args.workers}: give positive counts, e.g. 1,2", file=sys.stderr)
@@ -530,9 +528,9 @@ def bench_prepare(args):
         print("\n".join(lines), flush=True)
         for w in workers:
             out = os.path.join(tmp, f"out-{w}")
-            cmd = [sys.executable, os.path.abspath(__file__), "prepare", "--one", str(w), "--input", corpus,
-                   "--out", out, "--tokenizer", args.tokenizer]
-            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cmd = [sys.executable, "-c", _PREPARE_CHILD, corpus, out, args.tokenizer, str(w)]
+            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=os.path.dirname(os.path.abspath(__file__)))
             peak = 0.0
             while child.poll() is None:
                 peak = max(peak, _tree_pss_mib(child.pid))
@@ -627,8 +625,6 @@ def main(argv=None):
     p.add_argument("--tokenizer", default="gpt2", choices=["byte", "gpt2"])
     p.add_argument("--tmp", default=None, help="where to build the temp folder (default: the system's)")
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
-    p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one worker count
-    p.add_argument("--input", default="python-stdlib", help=argparse.SUPPRESS)
     p.set_defaults(func=bench_prepare)
 
     args = parser.parse_args(argv)

@@ -166,7 +166,10 @@ def apply_rope(x, cos, sin):
     # split, not two slices: its backward is one concatenation, where each slice's backward
     # would write a zero-filled gradient of x's full size.
     x_rot, x_pass = x.split([rot_dim, x.shape[-1] - rot_dim], dim=-1)
-    x_rot = x_rot.float()
+    # contiguous: x_rot is a strided view into the qkv projection, and a bf16 one becomes a
+    # dense copy in .float() anyway; an fp32 one (CPU) would stay a view, on which the
+    # elementwise ops below ran ~1.3x slower than on a copy (measured, 2-core CPU).
+    x_rot = x_rot.float().contiguous()
     x1, x2 = x_rot.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)                        # rotate_half
     # In fp32: at long T, bf16 angles would blur positions (8 bits of mantissa).
