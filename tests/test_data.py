@@ -427,23 +427,23 @@ def test_real_full_disk_keeps_the_previous_corpus(tmp_path, tiny_disk):
 
 # ----------------------------------------------------------------------------- interruption, through the command line
 
-# data.py's own main, with every tokenizing batch slowed to a second: the test then always finds
-# the run in the middle of its work, however fast the machine (3 MB alone can take 0.1 s).
-SLOW_MAIN = """import sys, time, data
-fast = data._encode_batch
-def slow(texts, dtype):
-    time.sleep(1)
-    return fast(texts, dtype)
-data._encode_batch = slow
-data.main(sys.argv[1:])
-"""
+def slowed(entry: str) -> str:
+    """`python -c` code that runs `entry` (e.g. "data.main(sys.argv[1:])") with every tokenizing
+    batch slowed to a second: a test that interrupts a preparation then always finds it in the
+    middle of its work, however fast the machine (3 MB alone can take 0.1 s)."""
+    return ("import sys, time, data\n"
+            "fast = data._encode_batch\n"
+            "def slow(texts, dtype):\n"
+            "    time.sleep(1)\n"
+            "    return fast(texts, dtype)\n"
+            "data._encode_batch = slow\n" + entry + "\n")
 
 
 def start_preparation(tmp_path, *extra):
     """data.py on ~3 MB (3 slowed batches), in its own process group, once it has written some."""
     src = tmp_path / "c.txt"
     src.write_text(TEXT * 600)
-    cmd = [sys.executable, "-c", SLOW_MAIN, "--input", str(src), "--out", str(tmp_path / "out"), *extra]
+    cmd = [sys.executable, "-c", slowed("data.main(sys.argv[1:])"), "--input", str(src), "--out", str(tmp_path / "out"), *extra]
     # SIGINT back to its default first: a shell starts background jobs with it ignored, and
     # Python then never raises KeyboardInterrupt (a CI runner may do that to this test).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import train
+from test_data import slowed
 from test_train import FAST, ROOT, fail, records
 
 SLOW = FAST[:6] + ["--budget", "1h"] + FAST[8:]      # runs until stopped
@@ -131,8 +132,9 @@ def test_metrics_that_is_a_directory(tmp_path, capsys):
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
     """SIGINT while the corpus is being prepared: exit 130, one line, no traceback."""
     src = tmp_path / "big.txt"
-    src.write_text("to be or not to be " * 2_000_000)   # ~38 MB: preparing it takes a while
-    proc = subprocess.Popen([sys.executable, "-u", "train.py", *FAST, "--data", str(src), "--out", str(tmp_path / "r")],
+    src.write_text("to be or not to be " * 200_000)     # ~4 MB, each 1 MB batch slowed to a second
+    entry = "import train; sys.exit(train.main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-u", "-c", slowed(entry), *FAST, "--data", str(src), "--out", str(tmp_path / "r")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("preparing")     # started: interrupt it now
     time.sleep(0.5)
