@@ -486,8 +486,12 @@ import data
 corpus, out, tokenizer, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 files = data.stdlib_files() if corpus == "python-stdlib" else None
 t0 = time.perf_counter()
-meta = json.loads((data.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
-                                skip_non_utf8=bool(files)) / "meta.json").read_text())
+try:
+    folder = data.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
+                          skip_non_utf8=bool(files))
+except data.DataError as e:      # a full --tmp disk, say: the parent prints this line
+    sys.exit(f"error: {e}")
+meta = json.loads((folder / "meta.json").read_text())
 # CPU seconds of this process and its (finished) workers: on a shared machine the wall
 # clock measures the neighbours too, CPU time mostly does not.
 cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
