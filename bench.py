@@ -282,12 +282,16 @@ def _run_child(T, args, attn):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode == 0:
         return json.loads(r.stdout.strip().splitlines()[-1])
-    if r.returncode < 0:   # killed: on CPU, most likely the kernel's out-of-memory killer
-        reason = f"killed by {signal.Signals(-r.returncode).name} (out of memory?)"
-    else:                  # the last stderr line: our one-line error, or a traceback's exception
-        lines = r.stderr.strip().splitlines() or [f"exit code {r.returncode}"]
-        reason = lines[-1].removeprefix("error: ")
-    raise BenchError(f"lengths: T={T} failed: {reason}")
+    raise BenchError(f"lengths: T={T} failed: {_child_failure(r.returncode, r.stderr)}")
+
+
+def _child_failure(returncode: int, stderr: str) -> str:
+    """Why a child process failed, in a few words."""
+    if returncode < 0:   # killed: on CPU, most likely the kernel's out-of-memory killer
+        return f"killed by {signal.Signals(-returncode).name} (out of memory?)"
+    # the last stderr line: our one-line error, or a traceback's exception
+    lines = stderr.strip().splitlines() or [f"exit code {returncode}"]
+    return lines[-1].removeprefix("error: ")
 
 
 def bench_lengths(args):
@@ -485,18 +489,23 @@ import json, resource, sys, time
 import data
 corpus, out, tokenizer, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 files = data.stdlib_files() if corpus == "python-stdlib" else None
-t0 = time.perf_counter()
+
+
+def cpu_seconds():   # this process and its finished workers
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+t0, cpu0 = time.perf_counter(), cpu_seconds()
 try:
     folder = data.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
                           skip_non_utf8=bool(files))
 except data.DataError as e:      # a full --tmp disk, say: the parent prints this line
     sys.exit(f"error: {e}")
 meta = json.loads((folder / "meta.json").read_text())
-# CPU seconds of this process and its (finished) workers: on a shared machine the wall
-# clock measures the neighbours too, CPU time mostly does not.
-cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                             resource.getrusage(resource.RUSAGE_CHILDREN)))
-print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu, "bytes": meta["bytes"],
+# CPU seconds over the same span as the wall clock (imports excluded): on a shared machine
+# the wall clock measures the neighbours too, CPU time mostly does not.
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - cpu0, "bytes": meta["bytes"],
                   "tokens": meta["train_tokens"] + meta["val_tokens"]}))
 """
 
@@ -507,11 +516,10 @@ def bench_prepare(args):
     import subprocess
     import tempfile
     import time
-    workers = _int_list(args.workers)
-    if not workers or min(workers) < 1:
-        print(f"error: --workers {args.workers}: give positive counts, e.g. 1,2", file=sys.stderr)
-        return 2
-    tmp = tempfile.mkdtemp(prefix="growlength-bench-", dir=args.tmp)
+    try:
+        tmp = tempfile.mkdtemp(prefix="growlength-bench-", dir=args.tmp)
+    except OSError as e:
+        raise BenchError(f"--tmp {args.tmp}: {e.strerror}") from None
     try:
         need = 3 * args.gb * 1e9          # the corpus, ~its size again in tokens, headroom
         if args.gb and shutil.disk_usage(tmp).free < need:
@@ -530,20 +538,22 @@ def bench_prepare(args):
                  "| peak memory, all processes (PSS, MiB) |",
                  "|---|---|---|---|---|---|---|---|---|"]
         print("\n".join(lines), flush=True)
-        for w in workers:
+        for w in args.workers:
             out = os.path.join(tmp, f"out-{w}")
             cmd = [sys.executable, "-c", _PREPARE_CHILD, corpus, out, args.tokenizer, str(w)]
             child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      cwd=os.path.dirname(os.path.abspath(__file__)))
             peak = 0.0
-            while child.poll() is None:
-                peak = max(peak, _tree_pss_mib(child.pid))
-                time.sleep(0.05)
-            stdout, stderr = child.communicate()
+            try:
+                while child.poll() is None:
+                    peak = max(peak, _tree_pss_mib(child.pid))
+                    time.sleep(0.05)
+            finally:          # stopped by a signal: the child must not write on into a deleted folder
+                if child.poll() is None:
+                    child.kill()
+                stdout, stderr = child.communicate()
             if child.returncode:
-                print(stderr.strip().splitlines()[-1] if stderr.strip() else f"error: child exited {child.returncode}",
-                      file=sys.stderr)
-                return 1
+                raise BenchError(f"prepare --workers {w} failed: {_child_failure(child.returncode, stderr)}")
             r = json.loads(stdout.strip().splitlines()[-1])
             name = "python-stdlib" if corpus == "python-stdlib" else f"stdlib x{args.gb} GB (jsonl)"
             lines.append(f"| {name} | {r['bytes'] / 1e6:,.0f} | {w} | {r['seconds']:.1f} | "
@@ -552,11 +562,22 @@ def bench_prepare(args):
             print(lines[-1], flush=True)
             shutil.rmtree(out)
         if args.out:
-            with open(args.out, "w") as f:
+            with atomic_write(args.out, "w") as f:
                 f.write("\n".join(lines) + "\n")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gigabytes(text):
+    """--gb: a size >= 0 (0: the stdlib once); nan, inf and negatives are one argparse line."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1e4:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0 (and below 10,000)")
+    return value
 
 
 def _int_list(text):
@@ -623,8 +644,8 @@ def main(argv=None):
     p.add_argument("--out", metavar="FILE", help="report file (default results/gpu-<device>-<date>.md)")
     p.set_defaults(func=bench_gpu)
     p = sub.add_parser("prepare", help="data.py preparation: MB/s and peak memory per --workers")
-    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
-    p.add_argument("--gb", type=float, default=0,
+    p.add_argument("--workers", type=_int_list, default=[1, 2], help="comma-separated worker counts (default: 1,2)")
+    p.add_argument("--gb", type=_gigabytes, default=0,
                    help="build a corpus of this many GB (the stdlib repeated) in a temp folder; default: the stdlib once")
     p.add_argument("--tokenizer", default="gpt2", choices=["byte", "gpt2"])
     p.add_argument("--tmp", default=None, help="where to build the temp folder (default: the system's)")
