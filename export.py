@@ -18,11 +18,17 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+import cli
 
-import data as datalib
-import schedule as sched
-from model import GPT, GPTConfig, PRESETS, make_config
+if __name__ == "__main__":
+    cli.quit_on_signals()      # while the imports below run (torch: seconds)
+
+import torch  # noqa: E402
+
+import data as datalib  # noqa: E402
+import schedule as sched  # noqa: E402
+from cli import OneLineParser  # noqa: E402
+from model import GPT, GPTConfig, PRESETS, make_config  # noqa: E402
 
 
 class ExportError(datalib.DataError):
@@ -108,16 +114,20 @@ def shape_from_hf(cfg: dict, where: str) -> dict:
         if got != ours:
             raise ExportError(f"{where}: {key} is {got!r}; model.py computes only {ours!r}")
     try:
-        return {"vocab_size": cfg["vocab_size"], "n_layer": cfg["num_hidden_layers"],
-                "n_head": cfg["num_attention_heads"], "n_embd": cfg["hidden_size"],
-                "rotary_pct": rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25)),
-                "rope_base": float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
-                "parallel_residual": cfg.get("use_parallel_residual", True),
-                "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True,
-                # plain RoPE: a folder with scaling was refused above
-                "rope_switch": "none", "rope_orig_len": 0, "rope_scale": 1.0}
+        shape = {"vocab_size": cfg["vocab_size"], "n_layer": cfg["num_hidden_layers"],
+                 "n_head": cfg["num_attention_heads"], "n_embd": cfg["hidden_size"],
+                 "rotary_pct": rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25)),
+                 "rope_base": float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
+                 "parallel_residual": cfg.get("use_parallel_residual", True),
+                 "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True,
+                 # plain RoPE: a folder with scaling was refused above
+                 "rope_switch": "none", "rope_orig_len": 0, "rope_scale": 1.0}
     except KeyError as e:
         raise ExportError(f"{where}: config.json has no {e.args[0]}") from None
+    if shape["n_head"] < 1 or shape["n_embd"] % shape["n_head"]:
+        raise ExportError(f"{where}: hidden_size {shape['n_embd']} is not a multiple of "
+                          f"num_attention_heads {shape['n_head']}")
+    return shape
 
 
 # ----------------------------------------------------------------------------- export
@@ -275,7 +285,7 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> dict:
 # ----------------------------------------------------------------------------- command line
 
 def main(argv=None) -> int:
-    from train import USER_ERRORS, OneLineParser
+    from train import USER_ERRORS   # late: train.py imports this module (--init-from)
     p = OneLineParser(description="Export a growlength run as a Hugging Face GPTNeoXForCausalLM folder.")
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("out", help="new (or empty) folder to write config.json, model.safetensors, tokenizer files")
@@ -285,10 +295,6 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"error: interrupted; {args.out} may hold part of the export (no config.json: it will not load)",
-              file=sys.stderr)
-        return 130
     print(f"wrote {args.out}: {', '.join(written)}")
     if "vocab.json" not in written:
         print("note: the run uses the byte tokenizer (token id = UTF-8 byte), which Hugging Face has no "
@@ -297,4 +303,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # A signal: one line, exit 130/143, the file being written removed (datalib.atomic_write).
+    # A folder left without config.json (written last) does not load as a model.
+    cli.stop_on_signals()
     sys.exit(main())

@@ -10,11 +10,13 @@ for the longest length seen so far and grown on demand, so a model trained at T=
 run at T=1024 (direct positional extrapolation, the paper's Sec. 3.1). `--rope-switch pi|ntk|yarn`
 instead rescales the tables at every stage change (`rope_frequencies`, `GPT.switch_rope`).
 
-Speed, for the GPU: attention reads q, k, v as strided views of the fused qkv projection
-(no layout copies; the Triton kernel writes its output straight in (B, T, C) order), and the
-loss never materialises the whole micro-batch's logits (chunked_cross_entropy).
+Speed, for the GPU: attention takes q, k, v as strided views with no layout copies (v of the
+fused qkv projection, q and k of the one tensor RoPE writes them to; the Triton kernel writes
+its output straight in (B, T, C) order), and the loss never materialises the whole
+micro-batch's logits (chunked_cross_entropy).
 """
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +82,7 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
     switch with s = new/old compounds to; for YaRN the two differ slightly: modded-nanogpt
     (github.com/KellerJordan/modded-nanogpt, `Yarn.apply`) compounds per window change, we use
     Hugging Face's one-shot form (rope_type "yarn", original_max_position_embeddings = first length).
+    `method` is one of ROPE_SWITCHES: GPT.__init__ refuses any other name.
     """
     if method == "none" or s == 1.0:
         # none: the paper's direct extrapolation, the tables never change. s == 1 is the first stage.
@@ -94,18 +97,16 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
         d = 2 * inv_freq.numel()
         new_base = base * s ** (d / (d - 2))
         return 1.0 / (new_base ** (torch.arange(0, d, 2, dtype=torch.float32) / d)), 1.0
-    if method == "yarn":
-        # YaRN = NTK-by-parts (Eq. 17-18) + temperature (Eq. 22). r = rotations a dim makes over the
-        # original context: dims with r > beta keep their frequency (extrapolate), dims with r < alpha
-        # are interpolated like PI (theta / s), a linear ramp in between. HF rounds the ramp's ends to
-        # whole dims; this is the paper's continuous ramp, as modded-nanogpt uses.
-        rotations = orig_len * inv_freq / (2 * math.pi)
-        gamma = ((rotations - YARN_ALPHA) / (YARN_BETA - YARN_ALPHA)).clamp(0.0, 1.0)
-        freq = (1.0 - gamma) * inv_freq / s + gamma * inv_freq
-        # sqrt(1/t) = 0.1 ln(s) + 1 multiplies cos and sin (HF's `attention_factor`), so it scales
-        # q and k alike and the rotated part of q.k by its square: sharper attention over more tokens.
-        return freq, 0.1 * math.log(s) + 1.0
-    raise ValueError(f"unknown RoPE switch {method!r}; choose one of {ROPE_SWITCHES}")
+    # yarn: NTK-by-parts (Eq. 17-18) + temperature (Eq. 22). r = rotations a dim makes over the
+    # original context: dims with r > beta keep their frequency (extrapolate), dims with r < alpha
+    # are interpolated like PI (theta / s), a linear ramp in between. HF rounds the ramp's ends to
+    # whole dims; this is the paper's continuous ramp, as modded-nanogpt uses.
+    rotations = orig_len * inv_freq / (2 * math.pi)
+    gamma = ((rotations - YARN_ALPHA) / (YARN_BETA - YARN_ALPHA)).clamp(0.0, 1.0)
+    freq = (1.0 - gamma) * inv_freq / s + gamma * inv_freq
+    # sqrt(1/t) = 0.1 ln(s) + 1 multiplies cos and sin (HF's `attention_factor`), so it scales
+    # q and k alike and the rotated part of q.k by its square: sharper attention over more tokens.
+    return freq, 0.1 * math.log(s) + 1.0
 
 
 class Rotary(nn.Module):
@@ -116,7 +117,7 @@ class Rotary(nn.Module):
 
     def __init__(self, rot_dim: int, base: float):
         super().__init__()
-        self.rot_dim, self.base = rot_dim, base
+        self.base = base
         inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)   # as trained at the first stage
         self.freq, self.attn_factor = inv_freq, 1.0                     # what the tables use (rescale)
@@ -145,10 +146,6 @@ class Rotary(nn.Module):
             n = max(T, 2 ** math.ceil(math.log2(max(T, 1))))
             self._cos, self._sin = self._build(n, device)
         return self._cos[:T], self._sin[:T]
-
-    def forward(self, x):  # x: (B, nh, T, hs)
-        cos, sin = self.tables(x.shape[-2], x.device)             # (T, rot_dim) each
-        return apply_rope(x, cos, sin)
 
 
 def apply_rope(x, cos, sin):
@@ -192,7 +189,6 @@ def attention(q, k, v, backend: str):
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        assert cfg.n_embd % cfg.n_head == 0
         self.cfg = cfg
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
         # NeoX packs q, k, v per head: the output reads as (nh, 3, hs), so Pythia weights load as-is.
@@ -324,6 +320,11 @@ def chunked_cross_entropy(h, weight, targets, chunk_tokens=None):
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        # A config can come from a checkpoint or a config.json: refuse what the model cannot compute.
+        if cfg.n_head < 1 or cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}")
+        if cfg.rope_switch not in ROPE_SWITCHES:
+            raise ValueError(f"unknown RoPE switch {cfg.rope_switch!r}; choose one of {ROPE_SWITCHES}")
         self.cfg = cfg
         self.embed_in = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -334,8 +335,6 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("dense.weight") or name.endswith("dense_4h_to_h.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-        if cfg.rope_switch not in ROPE_SWITCHES:
-            raise ValueError(f"unknown RoPE switch {cfg.rope_switch!r}; choose one of {ROPE_SWITCHES}")
         if cfg.rope_switch != "none" and cfg.rope_scale != 1.0:
             self._apply_rope()          # a config from a checkpoint may carry a stage's scaling
 
@@ -388,10 +387,24 @@ class GPT(nn.Module):
 
     def new_kv_cache(self, batch: int, max_len: int):
         """Empty (keys, values) buffers per layer, each (B, nh, max_len, hs), preallocated so a
-        decode step writes one row instead of re-running (or re-copying) the prefix."""
+        decode step writes one row instead of re-running (or re-copying) the prefix.
+
+        A cache that cannot fit raises MemoryError with a one-line message, for the caller to
+        name its flag. In CPU (or MPS) memory it is refused before allocating: the zeros are
+        written buffer by buffer, and an oversized cache would fill the machine and meet the
+        OOM killer rather than an allocation error."""
         c, w = self.cfg, self.embed_in.weight
         shape = (batch, c.n_head, max_len, c.head_dim)
-        return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(c.n_layer)]
+        size = 2 * c.n_layer * math.prod(shape) * w.element_size()
+        what = f"the KV cache for {batch} x {max_len:,} tokens needs {size / 2 ** 30:,.1f} GiB"
+        if w.device.type != "cuda":
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if size > ram // 2:
+                raise MemoryError(f"{what}, over half of this machine's {ram / 2 ** 30:.0f} GiB")
+        try:
+            return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(c.n_layer)]
+        except RuntimeError:    # the allocator's refusal; torch.OutOfMemoryError on a GPU
+            raise MemoryError(f"{what}, more than {w.device} can allocate") from None
 
     def forward_cached(self, idx, cache, pos: int):
         """Logits for tokens idx (B, t) at positions pos..pos+t-1, given the cache of the pos

@@ -52,6 +52,8 @@ def build_model(ckpt: dict, run: str) -> GPT:
     try:   # sdpa: generation runs anywhere; the trained weights do not depend on the backend.
         model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
         model.load_state_dict(ckpt["model"])
+    except ValueError as e:   # a config the model refuses (e.g. a rope_switch this version lacks)
+        raise UserError(f"{run}: the checkpoint's model config cannot be built: {e}") from None
     except (KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"{run}: the checkpoint's weights do not fit its model config ({type(e).__name__})") from None
     return model
@@ -84,7 +86,11 @@ def main(argv=None) -> int:
     model.to(device).eval()
     torch.manual_seed(args.seed)
     idx = torch.tensor([prompt] * args.num_samples, device=device)
-    out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+    try:
+        out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+    except MemoryError as e:   # the KV cache for prompt + max_new_tokens, allocated up front
+        print(f"error: {e}; lower --max-new-tokens or --num-samples", file=sys.stderr)
+        return 2
     for row in out.tolist():
         print(tok.decode(row))
         print("---")

@@ -37,10 +37,11 @@ never visited, which halves the work.
 Layout. q, k and v may have any strides (only the last dim must be contiguous, as in
 FlashAttention's API; otherwise that tensor is copied): each kernel takes the batch,
 head and time strides of every tensor it touches, as the Triton tutorial does. So the
-model passes (B, H, T, D) views of its fused qkv projection, (B, T, H, 3D) in memory,
-without copying. Each output (o, and dq, dk, dv) is allocated dense in the memory order
-of its input: for such a view o is a transposed view of a contiguous (B, T, H, D)
-tensor, and the model's `.view(B, T, C)` after attention is free.
+model passes (B, H, T, D) views without copying: v of its fused qkv projection,
+(B, T, H, 3, D) in memory, and q, k of the one (B, T, H, 2, D) tensor its RoPE returns.
+Each output (o, and dq, dk, dv) is allocated dense in the memory order of its input: for
+such a view o is a transposed view of a contiguous (B, T, H, D) tensor, and the model's
+`.reshape(B, T, C)` after attention is a free view.
 
 Custom op. The forward and backward are registered with torch.library as
 `growlength::flash_attn_fwd` / `flash_attn_bwd` (with fake implementations that give

@@ -51,12 +51,25 @@ def signal_after(cmd, cpu_s, signum):
     (["--device", "meta"], "--device meta: not supported here"),
     (["--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),
     (["--num-samples", "0"], "--num-samples >= 1"),
+    # the KV cache is sized up front: refused before a byte of it is allocated
+    (["--max-new-tokens", "1000000000000"], "KV cache for 1 x 1,000,000,000,001 tokens needs"),
     (["--prompt", "ROMEO \udcff"], "--prompt is not valid text: character 6 is '\\udcff'"),
 ])
 def test_bad_sample_flags_are_one_line(run, capsys, flags, match):
     assert sample.main([run, *flags]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], err
+
+
+def test_a_checkpoint_the_model_cannot_build_is_one_line(run, tmp_path, capsys):
+    """A checkpoint from another version, with a RoPE switch this model.py does not know."""
+    ckpt = torch.load(Path(run) / "ckpt.pt", weights_only=True)
+    ckpt["model_config"]["rope_switch"] = "longrope"
+    (tmp_path / "run").mkdir()
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    assert sample.main([str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "unknown RoPE switch 'longrope'" in err[0], err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -85,6 +98,7 @@ def test_signal_during_sampling_stops_in_one_line(run, signum, code):
 
 @pytest.mark.parametrize("cmd", [   # flags that fail at once, should a signal ever come too late
     ["sample.py", "no-such-run"],
+    ["export.py", "no-such-run", "no-such-out"],
     ["plot.py", "no-such-run"],
     ["bench.py", "lengths", "--lengths", "abc"],
     ["experiments.py", "tokens", "--seeds", "x"],

@@ -187,6 +187,7 @@ def edit_config(folder, **changes):
     ("tied", "tie_word_embeddings is True"),
     ("rope_scaling", "RoPE scaling"),
     ("activation", "hidden_act is 'relu'"),
+    ("heads", "hidden_size 64 is not a multiple of num_attention_heads 5"),
 ])
 def test_a_bad_folder_is_one_line_naming_the_problem(tmp_path, damage, match):
     folder = save(tmp_path, hf_model())
@@ -205,6 +206,8 @@ def test_a_bad_folder_is_one_line_naming_the_problem(tmp_path, damage, match):
         edit_config(folder, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500})
     elif damage == "activation":
         edit_config(folder, hidden_act="relu")
+    elif damage == "heads":           # the model would fail on it (n_embd % n_head), not say why
+        edit_config(folder, num_attention_heads=5)
     with pytest.raises(export.ExportError, match=match) as e:
         export.load_hf(folder)
     assert "\n" not in str(e.value)
@@ -278,5 +281,9 @@ def test_train_init_from_refuses_another_shape_and_resume(tmp_path, capsys):
     folder = tiny_neox_folder(tmp_path / "neox", num_hidden_layers=2)
     capsys.readouterr()                   # transformers' own progress bar
     fail(capsys, FAST + ["--init-from", str(folder), "--out", str(tmp_path / "r")], "n_layer")
+    assert not (tmp_path / "r").exists()
+    edit_config(folder, num_attention_heads=3)          # refused by export, before GPT's ValueError (a traceback)
+    fail(capsys, FAST + ["--init-from", str(folder), "--out", str(tmp_path / "r")],
+         "hidden_size 128 is not a multiple of num_attention_heads 3")
     assert not (tmp_path / "r").exists()
     fail(capsys, ["--resume", str(tmp_path / "r"), "--init-from", str(folder)], "")

@@ -77,3 +77,23 @@ def test_cached_generation_under_bf16_autocast():
         cached = m.generate(prompt, 20, temperature=0)
         uncached = m.generate(prompt, 20, temperature=0, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def test_a_cache_too_large_for_this_machine_is_refused_before_allocating(monkeypatch):
+    """--max-new-tokens 10**12 (sample.py, train.py --sample-tokens): one MemoryError line, and
+    not one buffer allocated (on CPU the check comes first: an oversized cache meets the OOM
+    killer, not an allocation error)."""
+    monkeypatch.setattr(torch.Tensor, "new_zeros", lambda *a, **kw: pytest.fail("the cache was allocated"))
+    with pytest.raises(MemoryError, match=r"KV cache for 1 x 1,000,000,000,005 tokens needs [\d,.]+ GiB, over half") as e:
+        model().generate(torch.zeros(1, 5, dtype=torch.long), 10 ** 12)
+    assert "\n" not in str(e.value)
+
+
+def test_an_allocation_the_device_refuses_is_a_memory_error(monkeypatch):
+    """On a GPU the allocator answers (torch.OutOfMemoryError, a RuntimeError): the same one line."""
+    def refuse(*a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmany more lines")
+    monkeypatch.setattr(torch.Tensor, "new_zeros", refuse)
+    with pytest.raises(MemoryError, match=r"KV cache for 2 x 30 tokens needs 0.0 GiB, more than cpu can allocate") as e:
+        model().generate(torch.zeros(2, 10, dtype=torch.long), 20)
+    assert "\n" not in str(e.value)

@@ -5,9 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model
 from kernels import interpreting
-from model import GPT, GPTConfig, PRESETS, Rotary, chunked_cross_entropy, make_config
+from model import GPT, GPTConfig, PRESETS, Rotary, apply_rope, chunked_cross_entropy, make_config
 
 needs_cuda_triton = pytest.mark.skipif(not torch.cuda.is_available() or interpreting(),
                                        reason="needs a CUDA GPU and TRITON_INTERPRET=0")
@@ -45,7 +44,7 @@ def test_rope_matches_complex_rotation():
     """Rotate-half RoPE (NeoX layout) is multiplication of (x_i + i x_{i+d/2}) by e^{i m theta_i}."""
     rot = Rotary(rot_dim=8, base=10000.0)
     x = torch.randn(2, 3, 50, 16)
-    y = rot(x)
+    y = apply_rope(x, *rot.tables(50, x.device))                        # tables (50, 8): one row per position
     theta = 10000.0 ** (-torch.arange(0, 8, 2).float() / 8)            # (4,)
     m = torch.arange(50).float()[:, None]
     z = torch.complex(x[..., :4], x[..., 4:8]) * torch.exp(1j * m * theta)
@@ -62,7 +61,8 @@ def test_rope_scores_depend_only_on_relative_position():
         qs = torch.zeros(1, 1, T, 16)
         ks = torch.zeros(1, 1, T, 16)
         qs[0, 0, m], ks[0, 0, n] = q, k
-        return (rot(qs)[0, 0, m] @ rot(ks)[0, 0, n]).item()
+        cos, sin = rot.tables(T, qs.device)
+        return (apply_rope(qs, cos, sin)[0, 0, m] @ apply_rope(ks, cos, sin)[0, 0, n]).item()
     assert score(10, 3) == pytest.approx(score(510, 503), abs=1e-4)
     assert score(5, 5) == pytest.approx(score(590, 590), abs=1e-4)
     assert score(10, 3) != pytest.approx(score(10, 4), abs=1e-4)      # but it does depend on m - n
@@ -95,6 +95,17 @@ def test_sdpa_and_naive_backends_agree(T):
     lossb.backward()
     assert torch.allclose(la, lb, atol=1e-5)
     assert all(torch.allclose(a, p.grad, atol=1e-5) for a, p in zip(ga, m.parameters()))
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(n_embd=64, n_head=5), "n_embd 64 is not a multiple of n_head 5"),
+    (dict(n_head=0), "is not a multiple of n_head 0"),
+    (dict(rope_switch="linear"), "unknown RoPE switch 'linear'"),
+])
+def test_a_config_the_model_cannot_compute_is_refused(fields, match):
+    """Configs also come from checkpoints and config.json files: a ValueError callers can report."""
+    with pytest.raises(ValueError, match=match):
+        GPT(GPTConfig(**fields))
 
 
 def test_unknown_backend():
