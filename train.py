@@ -89,6 +89,7 @@ class TrainConfig:
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
 # Changing these on --resume would make a different run, not a continuation of this one.
 FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer", "rope_switch")
+EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
 JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
 CKPT_FORMAT = "growlength-2"
 # Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 130/143 Ctrl-C/SIGTERM
@@ -368,10 +369,18 @@ def pick_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
+def budget_of(cfg: TrainConfig) -> Optional[str]:
+    """--budget, or the default one when neither budget flag was given. Resolved here and not
+    stored in the config: a checkpoint must hold what the user asked for, so that resuming
+    with --max-tokens is not still capped by a default wallclock."""
+    return DEFAULT_BUDGET if cfg.budget is None and cfg.max_tokens is None else cfg.budget
+
+
 def make_plan(cfg: TrainConfig, world: int):
     """The stage table and eval lengths; every schedule rule is checked here, before any file is written."""
     lengths = sched.parse_schedule(cfg.schedule)
-    budget_s = sched.parse_duration(cfg.budget) if cfg.budget is not None else None
+    budget = budget_of(cfg)
+    budget_s = sched.parse_duration(budget) if budget is not None else None
     plan = sched.Plan.make(lengths, sched.parse_ratios(cfg.ratios, len(lengths)), cfg.tokens_per_step,
                            budget_s, cfg.max_tokens, world,
                            None if cfg.micro_batch_tokens == "auto" else cfg.micro_batch_tokens)
@@ -392,11 +401,11 @@ def open_data(cfg: TrainConfig) -> datalib.TokenData:
     return data
 
 
-def build_model(cfg: TrainConfig, vocab_size: int, device: str, ckpt: Optional[dict]):
+def build_model(cfg: TrainConfig, attn: str, vocab_size: int, device: str, ckpt: Optional[dict]):
     """The model and its AdamW; from a checkpoint when resuming (after checking its shape)."""
     torch.manual_seed(cfg.seed)        # same init on every rank (DDP also broadcasts rank 0's)
     vocab = 128 * math.ceil(vocab_size / 128)  # pad the head: 50257 -> 50304, as Pythia
-    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=cfg.attn, rope_switch=cfg.rope_switch)
+    mcfg = make_config(cfg.preset, vocab_size=vocab, attn=attn, rope_switch=cfg.rope_switch)
     if ckpt is not None:
         saved = GPTConfig(**{k: v for k, v in ckpt["model_config"].items() if k in mcfg.shape()})
         # Continue with the RoPE scaling the checkpoint's stage had reached (model.switch_rope).
@@ -453,8 +462,9 @@ class RunFolder:
     """The run's folder, owned by one live run: an exclusive flock on its `.lock` file. The
     kernel drops the lock when the process dies, so a run killed with -9 leaves none behind."""
 
-    def __init__(self, path: Path, created: bool, lock):
-        self.path, self.created, self.lock = path, created, lock
+    def __init__(self, path: Path, created: bool, fresh: bool, lock):
+        # created: this run made the folder; fresh: a new run, so any metrics.jsonl in it is ours
+        self.path, self.created, self.fresh, self.lock = path, created, fresh, lock
 
     @staticmethod
     def claim(cfg: TrainConfig, ckpt_step: Optional[int]) -> "RunFolder":
@@ -469,7 +479,12 @@ class RunFolder:
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()
-        folder = RunFolder(path, created, lock)
+        # A run killed while writing a checkpoint (kill -9, a second Ctrl-C) leaves its
+        # temporary file (data.atomic_write), as large as the model and optimizer: the folder
+        # is ours now, so no live writer owns one.
+        for stale in path.glob("*.tmp[0-9]*"):
+            stale.unlink(missing_ok=True)
+        folder = RunFolder(path, created, ckpt_step is None, lock)
         try:
             folder.check_history(ckpt_step)
         except BaseException:
@@ -514,11 +529,13 @@ class RunFolder:
         self.lock.close()
 
     def discard_if_unused(self):
-        """An error before training: leave no folder behind if this run made it."""
+        """A new run that failed before its first step leaves nothing behind (its folder too,
+        if it made it), so the same command, mended, can run again in the same --out."""
         self.release()
-        if self.created:
+        if self.fresh:
             for name in (".lock", "metrics.jsonl"):
                 (self.path / name).unlink(missing_ok=True)
+        if self.created:
             try:
                 self.path.rmdir()
             except OSError:
@@ -538,7 +555,10 @@ def truncate_metrics(path: Path, step: int):
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("step", 0) <= step and line.endswith("\n"):
+        # jump records are written at the end from the whole run's losses: a resumed run that
+        # trains on writes them anew, so they go with the other records of the old ending.
+        if isinstance(record, dict) and record.get("step", 0) <= step and record.get("kind") != "jump" \
+                and line.endswith("\n"):
             kept.append(line)
     if len(kept) != len(lines):
         with datalib.atomic_write(path, "w") as f:
@@ -570,6 +590,10 @@ class Run:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    def resolved_config(self) -> dict:
+        """The config with the defaults this run chose filled in: what the logs record."""
+        return {**asdict(self.cfg), "budget": budget_of(self.cfg), "attn": self.model.cfg.attn}
+
     def mfu(self, tokens_per_s: float, seq_len: int) -> Optional[float]:
         if self.peak_flops is None:
             return None
@@ -579,13 +603,12 @@ class Run:
 def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict], wall: "WallTime"):
     """Everything a run needs -> (Run, TrainState, RunFolder). Every check that can fail runs
     before the run folder is claimed, so a mistake leaves nothing on disk."""
-    if cfg.budget is None and cfg.max_tokens is None:
-        cfg.budget = DEFAULT_BUDGET
     check_config(cfg)
     device = pick_device(cfg.device, ranks.local_rank)
     dtype = pick_dtype(cfg.dtype, device)
-    cfg.attn = cfg.attn or ("triton" if device.startswith("cuda") else "sdpa")
-    if cfg.attn == "triton" and not device.startswith("cuda") and not interpreting():
+    # The default backend is chosen for this device, not saved: a GPU run can resume on a CPU.
+    attn = cfg.attn or ("triton" if device.startswith("cuda") else "sdpa")
+    if attn == "triton" and not device.startswith("cuda") and not interpreting():
         raise UserError("--attn triton needs a CUDA device (or TRITON_INTERPRET=1 to run the kernel slowly on CPU)")
     plan, eval_lengths = make_plan(cfg, ranks.world)
     check_memory(plan, eval_lengths, make_config(cfg.preset))
@@ -594,7 +617,7 @@ def build(cfg: TrainConfig, ranks: Ranks, ckpt: Optional[dict], wall: "WallTime"
     if ckpt is not None and ckpt.get("data_fingerprint") not in (None, data.fingerprint):
         raise UserError(f"--resume {cfg.resume}: the data changed since the checkpoint (fingerprint "
                         f"{ckpt['data_fingerprint']} -> {data.fingerprint}); resuming would train on other tokens")
-    model, opt = build_model(cfg, data.vocab_size, device, ckpt)
+    model, opt = build_model(cfg, attn, data.vocab_size, device, ckpt)
     state, gen = start_state(cfg, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
     folder = agree(ranks, RunFolder.claim if ranks.master else None, cfg, ckpt["state"].step if ckpt else None)
@@ -626,9 +649,9 @@ def announce(run: Run, state: TrainState):
     if run.ranks.master:
         cfg, model, data = run.cfg, run.model, run.data
         print(f"device {run.device} ({run.ranks.world} rank{'s' if run.ranks.world > 1 else ''}) | dtype {str(run.dtype)[6:]} | "
-              f"attn {cfg.attn} | {cfg.preset}: {model.num_params() / 1e6:.2f}M params | data {data.folder} "
+              f"attn {model.cfg.attn} | {cfg.preset}: {model.num_params() / 1e6:.2f}M params | data {data.folder} "
               f"({data.meta['train_tokens']:,} train tokens, {data.tokenizer})")
-        print("config " + json.dumps(asdict(cfg)))
+        print("config " + json.dumps(run.resolved_config()))
         if state.step:
             print(f"resuming at step {state.step}: {state.elapsed_s:.1f}s trained, {state.tokens:,} tokens")
 
@@ -638,7 +661,7 @@ def announce_plan(run: Run, resumed: bool):
     if run.ranks.master:
         print(run.plan.table())
         if not resumed:
-            run.metrics.write("config", **asdict(run.cfg), model=run.model.cfg.shape(), params=run.model.num_params(),
+            run.metrics.write("config", **run.resolved_config(), model=run.model.cfg.shape(), params=run.model.num_params(),
                               resolved_device=run.device, world_size=run.ranks.world,
                               micro_batches={str(st.seq_len): st.micro_batch for st in run.plan.stages})
 
@@ -660,8 +683,9 @@ def warm_up(run: Run) -> sched.Plan:
     for st in run.plan.stages:
         t0 = time.perf_counter()
         m = fit_micro_batch(run, st) if probe else st.micro_batch
-        if not probe:
-            warm_step(run, m, st.seq_len)
+        if not probe and not try_step(run, m, st.seq_len, 0):
+            raise UserError(f"stage T={st.seq_len}: a micro-batch of {m} x {st.seq_len} tokens does not fit in "
+                            f"GPU memory; lower --micro-batch-tokens or leave it at auto")
         micro.append(m)
         if run.ranks.master:
             print(f"warm-up T={st.seq_len}: micro-batch {m} x {st.seq_len}, {time.perf_counter() - t0:.1f} s", flush=True)
@@ -743,11 +767,11 @@ def train_step(run: Run, stage: sched.Stage) -> float:
         loss_sum += loss.detach()
     if run.cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
-    loss = mean_over_ranks(loss_sum / n_micro, run.ranks).item()   # .item() waits for the step
-    if math.isfinite(loss):      # a NaN step is not taken: the last checkpoint stays the last good state
-        run.opt.step()
+    loss = mean_over_ranks(loss_sum / n_micro, run.ranks)
+    # A NaN step is taken too: the loop stops on it and saves nothing after it.
+    run.opt.step()
     run.opt.zero_grad(set_to_none=True)
-    return loss
+    return loss.item()        # read after the optimizer step is queued, so the GPU never waits on Python
 
 
 def set_lr(opt, progress: float, cfg: TrainConfig) -> float:
@@ -852,7 +876,7 @@ def evaluate(model, data, lengths, eval_tokens, device, autocast):
     out = {}
     for T in lengths:
         total, count = 0.0, 0
-        for x, y in data.eval_windows(T, eval_tokens, batch_size=max(1, 16384 // T), device=device):
+        for x, y in data.eval_windows(T, eval_tokens, batch_size=max(1, EVAL_BATCH_TOKENS // T), device=device):
             with autocast:
                 _, loss = model(x, y)
             total, count = total + loss.item() * x.numel(), count + x.numel()
@@ -910,8 +934,12 @@ class StopRequest:
     def __call__(self, step: int) -> bool:
         return self.signum is not None or (self.at_step is not None and step >= self.at_step)
 
-    def reason(self) -> str:
-        return f"signal {signal.Signals(self.signum).name}" if self.signum else f"--stop-at-step {self.at_step}"
+    def reason(self, step: int) -> str:
+        if self.signum:
+            return f"signal {signal.Signals(self.signum).name}"
+        if self.at_step is not None and step >= self.at_step:
+            return f"--stop-at-step {self.at_step}"
+        return "a signal on another rank"
 
     def restore(self):
         for s, handler in self.previous.items():
@@ -927,7 +955,7 @@ def train(argv=None) -> int:
     if ckpt is not None:
         cfg = merge_resumed(cfg, explicit, ckpt)
     run, state, folder = build(cfg, ranks, ckpt, WallTime(ckpt["state"].elapsed_s if ckpt else 0.0))
-    stop = None
+    stop, code = None, None
     try:
         announce(run, state)
         with run.wall.part("warm-up"):
@@ -937,16 +965,15 @@ def train(argv=None) -> int:
         if ckpt is None:
             evaluate_now(state, "start")
         stop = StopRequest(cfg.stop_at_step)   # from here on, Ctrl-C stops after a step, with a checkpoint
-        return train_loop(run, state, evaluate_now, stop)
-    except BaseException:
-        if folder is not None and state.step == 0 and stop is None:
-            folder.discard_if_unused()         # failed before training: leave nothing behind
-        raise
+        code = train_loop(run, state, evaluate_now, stop)
+        return code
     finally:
         if stop is not None:
             stop.restore()
         run.metrics.close()
-        if folder is not None:
+        if folder is not None and code != 0 and state.step == 0:
+            folder.discard_if_unused()      # failed before any step (an exception, OOM, NaN, a signal)
+        elif folder is not None:
             folder.release()
 
 
@@ -955,13 +982,17 @@ def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopR
     clock = sched.Clock(offset_s=state.elapsed_s)
     log_every, eval_every, ckpt_every = (Interval(s, state.elapsed_s) for s in
                                          (cfg.log_interval, cfg.eval_interval, cfg.ckpt_interval))
-    window, stage_idx = LogWindow(state), None
+    window, stopped = LogWindow(state), False
+    # Resumed: the stage of the last step, so a stage that began before the checkpoint is not
+    # begun (recorded, evaluated at) a second time.
+    stage_idx = [st.seq_len for st in plan.stages].index(state.step_losses[-1][0]) if state.step_losses else None
     clock.start()
     while True:
         # 1. schedule: rank 0's clock decides for every rank, so stages never split.
         run.sync()
         progress = from_rank0(plan.progress(clock.elapsed(), state.tokens), ranks, run.device)
-        if progress >= 1.0 or any_rank(stop(state.step), ranks, run.device):
+        stopped = any_rank(stop(state.step), ranks, run.device)   # a signal may reach one rank only
+        if progress >= 1.0 or stopped:
             break
         i = plan.stage_index(progress)
         if i != stage_idx:      # a new stage: announce it, and evaluate where the last one ended
@@ -1009,7 +1040,7 @@ def train_loop(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopR
 
     clock.pause()
     state.elapsed_s = clock.elapsed()
-    return finish(run, state, evaluate_now, stop)
+    return finish(run, state, evaluate_now, stop if stopped else None)
 
 
 def begin_stage(run: Run, state: TrainState, i: int):
@@ -1038,19 +1069,22 @@ def report_out_of_memory(run: Run, state: TrainState, i: int) -> int:
     """Printed by the rank that ran out (another process may have taken memory on its GPU)."""
     stage, who = run.plan.stages[i], f"rank {run.ranks.rank}: " if run.ranks.world > 1 else ""
     tokens = stage.micro_batch * stage.seq_len
+    fix = (f"lower --micro-batch-tokens (e.g. {max(stage.seq_len, tokens // 2)})" if stage.micro_batch > 1
+           else "use a smaller --preset or shorter --schedule lengths")
     print(f"error: {who}out of GPU memory at step {state.step + 1} (stage {i + 1}, T={stage.seq_len}, micro-batch "
-          f"{stage.micro_batch} x {stage.seq_len} = {tokens} tokens); lower --micro-batch-tokens "
-          f"(e.g. {max(stage.seq_len, tokens // 2)}) or free the GPU; {last_checkpoint_note(run)}", file=sys.stderr)
+          f"{stage.micro_batch} x {stage.seq_len} = {tokens} tokens); {fix}, or free the GPU; "
+          f"{last_checkpoint_note(run)}", file=sys.stderr)
     return EXIT_OOM
 
 
-def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: StopRequest) -> int:
-    """Stopped early: checkpoint and say how to resume. Done: final eval, checkpoint, summary, sample."""
-    if stop(state.step):
+def finish(run: Run, state: TrainState, evaluate_now: Evaluator, stop: Optional[StopRequest]) -> int:
+    """Stopped early (`stop`: on any rank): checkpoint and say how to resume. Done: final eval,
+    checkpoint, summary, sample."""
+    if stop is not None:
         checkpoint(run, state)
         if run.ranks.master:
             launcher = "python" if run.ranks.world == 1 else f"torchrun --nproc_per_node={run.ranks.world}"
-            print(f"stopped ({stop.reason()}) at step {state.step} after {state.elapsed_s:.1f}s of training; "
+            print(f"stopped ({stop.reason(state.step)}) at step {state.step} after {state.elapsed_s:.1f}s of training; "
                   f"checkpoint in {run.out}.\nresume with: {launcher} train.py --resume {run.out}")
         return 0
     final = evaluate_now(state, "end")
@@ -1096,6 +1130,9 @@ def print_sample(run: Run):
     except KeyboardInterrupt:
         print("--- sample interrupted ---")
         return
+    except MemoryError as e:       # the run is saved: only the sample is lost
+        print(f"error: no sample: {e}; lower --sample-tokens", file=sys.stderr)
+        return
     print("--- sample ---\n" + tok.decode(ids[0].tolist()))
 
 
@@ -1113,8 +1150,8 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
         code = EXIT_USER
     except torch.OutOfMemoryError:
-        print("error: out of GPU memory outside a training step (evaluation?); lower --eval-tokens "
-              "or free the GPU", file=sys.stderr)
+        print("error: out of GPU memory outside a training step (loading the model, or an evaluation, which "
+              f"runs batches of up to {EVAL_BATCH_TOKENS:,} tokens); free the GPU or use a smaller --preset", file=sys.stderr)
         code = EXIT_OOM
     except dist.DistError:
         code = 1        # another rank failed and said why; this one stops quietly
