@@ -113,3 +113,20 @@ def test_summary_splits_the_wall_time(tmp_path, capsys):
     for part in ("training", "warm-up", "evaluation", "checkpointing", "other"):
         assert part in line[0]
     assert json.loads((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()[0])["kind"] == "config"
+
+
+def test_out_of_memory_at_the_first_step_leaves_the_folder_reusable(tmp_path, capsys, monkeypatch):
+    """The error says to lower --micro-batch-tokens: the same --out must then take the new run."""
+    out, real_forward = tmp_path / "given", M.GPT.forward
+    out.mkdir()                                    # an existing (empty) folder: not ours to delete
+
+    def forward(self, idx, targets=None):
+        if targets is not None and self.training:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.56 GiB")
+        return real_forward(self, idx, targets)
+    monkeypatch.setattr(M.GPT, "forward", forward)
+    assert train.main(FAST + ["--out", str(out)]) == train.EXIT_OOM
+    assert "no checkpoint was written yet" in capsys.readouterr().err
+    assert out.is_dir() and list(out.iterdir()) == []
+    monkeypatch.setattr(M.GPT, "forward", real_forward)
+    assert train.main(FAST + ["--out", str(out), "--max-tokens", "2048"]) == 0

@@ -155,3 +155,19 @@ def test_resume_refuses_data_that_changed(tmp_path, capsys):
     capsys.readouterr()
     fail(capsys, ["--resume", str(out)], "the data changed since the checkpoint")
     assert (out / "ckpt.pt").read_bytes() == before
+
+
+def test_a_run_extended_after_its_end_records_each_jump_once(tmp_path):
+    out = tmp_path / "ext"
+    assert train.main(FAST + ["--out", str(out)]) == 0                      # 40 steps, one switch 32 -> 64
+    assert train.main(["--resume", str(out), "--max-tokens", "61440"]) == 0   # 20 more at T=64
+    assert [(j["from"], j["to"]) for j in records(out, "jump")] == [(32, 64)]
+
+
+def test_a_checkpoint_temp_file_left_by_a_killed_run_is_removed(tmp_path):
+    out = tmp_path / "tmp"
+    assert train.main(FAST + ["--out", str(out), "--stop-at-step", "2"]) == 0
+    stale = out / "ckpt.pt.tmp99999"                  # as a kill -9 mid-checkpoint leaves it
+    stale.write_bytes(b"half a checkpoint")
+    assert train.main(["--resume", str(out), "--stop-at-step", "3"]) == 0
+    assert not stale.exists() and (out / "ckpt.pt").is_file()

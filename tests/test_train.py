@@ -236,3 +236,18 @@ def test_sigint_checkpoints_and_exits_cleanly(tmp_path):
     assert p.returncode == 0, stderr
     assert "stopped (signal SIGINT)" in stdout and f"--resume {out}" in stdout
     assert torch.load(out / "ckpt.pt", weights_only=True)["state"]["step"] >= 3
+
+
+def test_defaults_chosen_for_this_machine_are_logged_not_saved(tmp_path):
+    """attn and budget defaults depend on the device and on --max-tokens: the checkpoint keeps
+    what was asked (None), so a resume elsewhere or with --max-tokens chooses again."""
+    out = tmp_path / "d"
+    args = [f for f in FAST if f != "--max-tokens" and f != "40960"]     # no budget flag at all
+    assert train.main(args + ["--out", str(out), "--stop-at-step", "2"]) == 0
+    saved = torch.load(out / "ckpt.pt", weights_only=True)["config"]
+    assert saved["attn"] is None and saved["budget"] is None
+    logged = records(out, "config")[0]
+    assert logged["attn"] == "sdpa" and logged["budget"] == train.DEFAULT_BUDGET
+    assert train.main(["--resume", str(out), "--max-tokens", "3072"]) == 0   # now a token budget
+    assert torch.load(out / "ckpt.pt", weights_only=True)["state"]["step"] == 3
+
