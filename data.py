@@ -10,7 +10,6 @@ Preparation streams: documents are read lazily, tokenized in batches by worker p
 and appended to the output as they come, so memory is bounded by the batch size, not the
 corpus. The output folder appears (by a rename) only when it is complete.
 """
-import argparse
 import codecs
 import errno
 import functools
@@ -36,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import OneLineParser
+
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
-DEFAULT_CORPUS = "shakespeare"       # data/shakespeare.txt.gz, public domain (see data/README.md)
+# shakespeare: data/shakespeare.txt.gz, public domain (see data/README.md); python-stdlib: this Python's .py files
 BUILTIN_CORPORA = ("shakespeare", "python-stdlib")
 TOKENIZERS = ("byte", "gpt2")
 FORMAT = 2                           # meta.json layout; folders of an older format are re-prepared
@@ -788,7 +789,7 @@ class TokenData:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Tokenize text into train.bin/val.bin + meta.json, streaming.")
+    p = OneLineParser(description="Tokenize text into train.bin/val.bin + meta.json, streaming.")
     p.add_argument("--input", required=True,
                    help="a text file or a folder (recursive): .txt/.md/.jsonl, each optionally .gz")
     p.add_argument("--out", required=True, help="output folder (created when complete)")
@@ -810,7 +811,8 @@ def main(argv=None):
                       glob=args.glob, text_field=args.text_field, skip_bad_lines=args.skip_bad_lines,
                       force=args.force, batch_bytes=args.batch_bytes, progress=True)
     except DataError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print(f"error: interrupted; nothing was written to {args.out}", file=sys.stderr)
         sys.exit(130)

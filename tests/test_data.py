@@ -490,14 +490,14 @@ def test_a_dead_worker_is_one_error_not_a_hang(tmp_path, monkeypatch):
 
 def test_command_line_errors_are_one_line(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "data.py", *args], cwd=ROOT, capture_output=True, text=True)
+        return subprocess.run([sys.executable, "data.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     r = run("--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.txt'}: no such file or folder"]
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.txt'}: no such file or folder"]
     (tmp_path / "c.txt").write_text(TEXT)
     r = run("--input", str(tmp_path / "c.txt"), "--out", str(tmp_path / "o"), "--val-fraction", "1")
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "--val-fraction" in r.stderr
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--val-fraction" in r.stderr
     r = run("--input", str(tmp_path / "c.txt"), "--out", str(tmp_path / "o"), "--workers", "0")
-    assert r.returncode == 1 and r.stderr.strip() == "error: --workers 0: must be at least 1"
+    assert r.returncode == 2 and r.stderr.strip() == "error: --workers 0: must be at least 1"
 
 
 def test_bench_prepare_prints_a_row_per_worker_count(tmp_path):

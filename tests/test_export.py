@@ -123,7 +123,7 @@ def test_cli_errors_are_one_line_and_a_nonzero_exit(tmp_path, case):
         run.mkdir()
         (run / "ckpt.pt").write_bytes(b"not a zip")
     r = subprocess.run([sys.executable, str(ROOT / "export.py"), str(run), str(tmp_path / "hf")],
-                       capture_output=True, text=True, cwd=tmp_path)
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert ("no checkpoint" if case == "no_run" else "not a readable checkpoint") in lines[0]
@@ -286,4 +286,7 @@ def test_train_init_from_refuses_another_shape_and_resume(tmp_path, capsys):
     fail(capsys, FAST + ["--init-from", str(folder), "--out", str(tmp_path / "r")],
          "hidden_size 128 is not a multiple of num_attention_heads 3")
     assert not (tmp_path / "r").exists()
-    fail(capsys, ["--resume", str(tmp_path / "r"), "--init-from", str(folder)], "")
+    run = tmp_path / "run"
+    assert train.main(FAST + ["--out", str(run), "--stop-at-step", "1"]) == 0
+    capsys.readouterr()
+    fail(capsys, ["--resume", str(run), "--init-from", str(folder)], "--init-from starts a new run")
