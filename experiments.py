@@ -39,10 +39,11 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import plot  # noqa: E402
+import sample  # noqa: E402
 import schedule as sched  # noqa: E402
 import train  # noqa: E402
-from data import TokenData, atomic_write, resolve  # noqa: E402
-from model import GPT, PRESETS, GPTConfig  # noqa: E402
+from data import atomic_write  # noqa: E402
+from model import PRESETS, ROPE_SWITCHES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "results"     # the committed tables and figures: written only with --publish
@@ -223,6 +224,10 @@ def time_to_reach(evals, target, length="1024"):
 
 
 def spread(values):
+    """Mean ± half-range of the values measured; None (not measured) is left out, "n/a" if all are."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
     return f"{sum(values) / len(values):.4f} ± {(max(values) - min(values)) / 2:.4f}" if len(values) > 1 \
         else f"{values[0]:.4f}"
 
@@ -312,14 +317,19 @@ def exp_ratios(args):
     return outs
 
 
+def trained(out: Path):
+    """-> (model, data) of a finished run, as sample.py and train.py open them: sdpa on CPU, with
+    the RoPE scaling its checkpoint's model config reached, on the data it was trained on."""
+    ckpt = train.load_checkpoint(str(out))
+    saved = ckpt["config"]
+    data = train.open_data(train.TrainConfig(data=saved["data"], tokenizer=saved["tokenizer"]))  # all it reads
+    return sample.build_model(ckpt, str(out)), data
+
+
 @torch.no_grad()
 def extend(out: Path, eval_tokens: int, max_context: int) -> dict:
     """Val loss of a finished run at 64 .. max_context (direct extrapolation past training lengths)."""
-    ckpt = train.load_checkpoint(str(out))
-    cfg = ckpt["config"]
-    model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
-    model.load_state_dict(ckpt["model"])
-    data = TokenData(resolve(cfg["data"], cfg["tokenizer"]))
+    model, data = trained(out)
     lengths = [2 ** i for i in range(6, 20) if 2 ** i <= max_context]
     losses = train.evaluate(model, data, lengths, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
     with atomic_write(out / "extension.json", "w") as f:
@@ -348,9 +358,6 @@ def exp_extension(args):
     figures("extension", first_seed or outs, args)
 
 
-SWITCHES = ("none", "pi", "ntk", "yarn")   # model.ROPE_SWITCHES; none is the paper's direct extrapolation
-
-
 def switch_flags(method, args):
     """The 4-stage schedule with one RoPE method, at a token budget (the VM is shared: equal tokens
     keep the losses comparable whatever the load), every step logged for the jump metric. Evals
@@ -364,52 +371,67 @@ SWITCH_EVAL = (128, 1024, 4096)   # the first stage's length, the last one's, an
 
 @torch.no_grad()
 def final_val(out: Path, eval_tokens: int) -> dict:
-    """Val loss of a finished run's checkpoint at SWITCH_EVAL, kept in switch_val.json. The checkpoint's
-    model config carries the RoPE scaling, so the model sees the positions it was trained with."""
+    """Val loss of a finished run's checkpoint at SWITCH_EVAL, kept in switch_val.json and reused only
+    for the same eval_tokens. The checkpoint's model config carries the RoPE scaling, so the model
+    sees the positions it was trained with."""
     path = out / "switch_val.json"
-    if not path.exists():
-        ckpt = train.load_checkpoint(str(out))
-        model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
-        model.load_state_dict(ckpt["model"])
-        data = TokenData(resolve(ckpt["config"]["data"], ckpt["config"]["tokenizer"]))
-        losses = train.evaluate(model, data, SWITCH_EVAL, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
-        with atomic_write(path, "w") as f:
-            f.write(json.dumps({"eval_tokens": eval_tokens, "loss": losses}))
-    return json.loads(path.read_text())["loss"]
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):     # not evaluated yet, or cut short
+        kept = None
+    if isinstance(kept, dict) and kept.get("eval_tokens") == eval_tokens and isinstance(kept.get("loss"), dict):
+        return kept["loss"]
+    model, data = trained(out)
+    losses = train.evaluate(model, data, SWITCH_EVAL, eval_tokens, "cpu", torch.autocast("cpu", enabled=False))
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps({"eval_tokens": eval_tokens, "loss": losses}))
+    return losses
 
 
 def switch_row(out: Path, args) -> dict:
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs, _ = plot.read_metrics(out / "metrics.jsonl")
     jumps = {f"{j['from']}->{j['to']}": j["jump"] for j in recs if j["kind"] == "jump"}
     return {**summary(out), "jumps": jumps, "val": final_val(out, args.switch_eval_tokens)}
 
 
-def exp_switch(args):
-    outs = {(m, s): run_arm("switch", m, s, switch_flags(m, args), args) for s in args.seeds for m in SWITCHES}
-    rows = {k: switch_row(v, args) for k, v in outs.items()}
-    switches = list(rows[(SWITCHES[0], args.seeds[0])]["jumps"])
-    cols = [f"jump {s}" for s in switches] + ["val@128", "val@1024", "val@4096", "train s"]
+def jump_text(v):
+    return "n/a" if v is None else f"{v:+.4f}"    # None: a side of the switch had fewer than k steps
+
+
+def switch_table(rows: dict, cfg: dict, args) -> str:
+    """rows: (method, seed) -> switch_row; cfg: the config the runs recorded (they differ only in method, seed)."""
+    switches = list(dict.fromkeys(k for r in rows.values() for k in r["jumps"]))
+    lengths = [str(T) for T in SWITCH_EVAL]
+    cols = [f"jump {s}" for s in switches] + [f"val@{T}" for T in lengths] + ["train s"]
     lines = ["| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for (m, s), r in rows.items():
-        vals = [r["jumps"][k] for k in switches] + [r["val"][k] for k in ("128", "1024", "4096")]
-        lines.append(f"| {m}-s{s} | " + " | ".join(f"{v:+.4f}" if i < len(switches) else f"{v:.4f}"
-                                                     for i, v in enumerate(vals)) + f" | {r['train_s']:.0f} |")
-    lines += ["", f"Over seeds {args.seeds}, mean ± half-range:", "",
+        vals = [jump_text(r["jumps"].get(k)) for k in switches] + [f"{r['val'][T]:.4f}" for T in lengths]
+        lines.append(f"| {m}-s{s} | " + " | ".join(vals) + f" | {r['train_s']:.0f} |")
+    lines += ["", f"Over seeds {args.seeds}, mean ± half-range (n/a left out):", "",
               "| method | " + " | ".join(cols[:-1]) + " |", "|---|" + "---|" * (len(cols) - 1)]
-    for m in SWITCHES:
+    for m in ROPE_SWITCHES:
         per = [rows[(m, s)] for s in args.seeds]
-        vals = [spread([r["jumps"][k] for r in per]) for k in switches] + \
-               [spread([r["val"][k] for r in per]) for k in ("128", "1024", "4096")]
+        vals = [spread([r["jumps"].get(k) for r in per]) for k in switches] + \
+               [spread([r["val"][T] for r in per]) for T in lengths]
         lines.append(f"| {m} | " + " | ".join(vals) + " |")
-    lines += ["", f"- {args.max_tokens:,} training tokens per run, schedule {GROW} (equal ratios), tiny, byte "
-              "Shakespeare, 8192 tokens/step; jump = mean train loss of the first 5 steps of a stage minus "
-              "the last 5 of the previous one (schedule.loss_jumps); val@T: the final checkpoint on "
-              f"{args.switch_eval_tokens:,} validation tokens per length."]
-    write_text("switch", "\n".join(lines) + "\n", args)
-    figures("switch", [outs[(m, args.seeds[0])] for m in SWITCHES], args)
+    k = train.JUMP_K
+    lines += ["", f"- {cfg['max_tokens']:,} training tokens per run, schedule {cfg['schedule']} (equal ratios), "
+              f"preset {cfg['preset']}, data {cfg['data']} ({cfg['tokenizer']} tokenizer), "
+              f"{cfg['tokens_per_step']:,} tokens/step; jump = mean train loss of the first {k} steps of a stage "
+              f"minus the last {k} of the previous one (schedule.loss_jumps; n/a: a side had fewer than {k} "
+              f"steps); val@T: the final checkpoint on {args.switch_eval_tokens:,} validation tokens per length."]
+    return "\n".join(lines) + "\n"
+
+
+def exp_switch(args):
+    # model.ROPE_SWITCHES: none (the paper's direct extrapolation), pi, ntk, yarn
+    outs = {(m, s): run_arm("switch", m, s, switch_flags(m, args), args) for s in args.seeds for m in ROPE_SWITCHES}
+    rows = {k: switch_row(v, args) for k, v in outs.items()}
+    first = [outs[(m, args.seeds[0])] for m in ROPE_SWITCHES]
+    write_text("switch", switch_table(rows, recorded_config(first[0]), args), args)
+    figures("switch", first, args)
     _, fig_dir = results_place("switch", args)
-    plot.plot_switches([plot.load_run(outs[(m, args.seeds[0])]) for m in SWITCHES],
-                       fig_dir / "loss_around_switches.png")
+    plot.plot_switches([plot.load_run(o) for o in first], fig_dir / "loss_around_switches.png")
     return list(outs.values())
 
 
@@ -496,7 +518,7 @@ def check_args(args):
     unknown = [s for s in args.sizes if s not in PRESETS]
     if unknown:
         raise ExperimentError(f"--sizes: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-    for flag in ("max_tokens", "eval_tokens", "max_context"):
+    for flag in ("max_tokens", "eval_tokens", "switch_eval_tokens", "max_context"):
         if getattr(args, flag) < 1:
             raise ExperimentError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
     args.runs = Path(args.runs).resolve()

@@ -36,8 +36,9 @@ class PlotError(Exception):
 # What each kind of record must hold for the figures. A run that crashed mid-write leaves a
 # half JSON line, and older or hand-edited files may lack keys: such records are skipped
 # (and counted), never a traceback.
-NEEDS = {"train": ("elapsed_s", "tokens", "loss"), "stage": ("elapsed_s", "tokens"), "eval": ("elapsed_s",),
-         "jump": ("step", "from", "to")}    # a jump's value is null when a stage had fewer than k steps
+NEEDS = {"train": ("step", "elapsed_s", "tokens", "loss"), "stage": ("step", "elapsed_s", "tokens"),
+         "eval": ("elapsed_s",), "jump": ("step", "from", "to")}
+MAY_BE_NULL = {"jump": ("jump",)}   # present, a number or null: null when a stage had fewer than k steps
 
 
 def _number(x) -> bool:
@@ -64,6 +65,8 @@ def clean_record(line: str):
     if kind == "config":
         return rec
     if kind not in NEEDS or not all(_number(rec.get(k)) for k in NEEDS[kind]):
+        return None
+    if not all(k in rec and (rec[k] is None or _number(rec[k])) for k in MAY_BE_NULL.get(kind, ())):
         return None
     if kind == "eval":
         rec["loss"] = _losses(rec.get("loss"))
@@ -132,13 +135,14 @@ def _stage_marks(ax, run, x_key, color):
         ax.axvline(s[x_key] / (1e6 if x_key == "tokens" else 1), color=color, ls=":", lw=0.8, alpha=0.7)
 
 
-def _jump_marks(ax, run, x_key, color):
-    """The measured loss jump (schedule.loss_jumps) written at the stage change it belongs to."""
+def _jump_marks(ax, run, x_key, i):
+    """The measured loss jump (schedule.loss_jumps) written at the stage change it belongs to; run i's
+    numbers one line below run i-1's, in its colour."""
     at = {s["step"]: s[x_key] / (1e6 if x_key == "tokens" else 1) for s in run["stage"]}
     for j in run["jump"]:
         if j["jump"] is not None and j["step"] - 1 in at:   # the stage record is written before its first step
             ax.annotate(f"{j['jump']:+.2f}", (at[j["step"] - 1], 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(2, -12 - 10 * int(color[1:])), textcoords="offset points", color=color, fontsize=7)
+                        xytext=(2, -12 - 10 * i), textcoords="offset points", color=f"C{i}", fontsize=7)
 
 
 def plot_train(runs, x_key, xlabel, path):
@@ -148,7 +152,7 @@ def plot_train(runs, x_key, xlabel, path):
         xs = [r[x_key] / (1e6 if x_key == "tokens" else 1) for r in run["train"]]
         ax.plot(xs, [r["loss"] for r in run["train"]], color=color, lw=1.2, label=run["name"])
         _stage_marks(ax, run, x_key, color)
-        _jump_marks(ax, run, x_key, color)
+        _jump_marks(ax, run, x_key, i)
     ax.set(xlabel=xlabel, ylabel="train loss (nats/token)",
            title="Training loss (dotted: stage changes, numbers: loss jump)")
     ax.grid(alpha=0.3)
@@ -218,11 +222,15 @@ def make_out(out: Path):
 
 
 def draw(runs, out: Path, val_length):
+    if val_length is not None and not any(str(val_length) in e["loss"] for r in runs for e in r["eval"]):
+        evaluated = sorted({int(k) for r in runs for e in r["eval"] for k in e["loss"]})
+        raise PlotError(f"--val-length {val_length}: no run was evaluated at that length "
+                        f"(lengths evaluated: {', '.join(map(str, evaluated)) or 'none'})")
     plot_train(runs, "elapsed_s", "training wallclock (s)", out / "loss_vs_time.png")
     plot_train(runs, "tokens", "tokens (millions)", out / "loss_vs_tokens.png")
     shared = set.intersection(*[set(e["loss"]) for r in runs for e in r["eval"][-1:]] or [set()])
-    length = val_length or (max(shared, key=int) if shared else None)
-    if length:
+    length = val_length if val_length is not None else (max(shared, key=int) if shared else None)
+    if length is not None:
         plot_val_time(runs, str(length), out / "val_vs_time.png")
     plot_val_context(runs, out / "val_vs_context.png")
 

@@ -17,8 +17,9 @@ from types import SimpleNamespace
 import pytest
 
 import experiments
+import model
 import train
-from test_train import FAST
+from test_train import FAST, records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,7 @@ class FakeTrain:
 
     def __init__(self, fail=(), stop=()):
         self.calls, self.fail, self.stop = [], set(fail), set(stop)
+        self.jumps = {}    # arm folder name -> the loss jump its run records (switch arms; None: not measured)
 
     def __call__(self, cmd):
         self.calls.append(cmd[2:])
@@ -48,6 +50,11 @@ class FakeTrain:
             return 0, "", signal.SIGINT
         self.write(out, {"kind": "eval", "step": 2, "elapsed_s": 1.0, "tokens": 16384, "reason": "end",
                          "loss": {"128": 2.0, "1024": 1.9}})
+        if "--rope-switch" in cmd:
+            jump = self.jumps.get(out.name)
+            self.write(out, {"kind": "jump", "step": 2, "from": 128, "to": 256, "k": train.JUMP_K,
+                             "before": None if jump is None else 3.0, "after": None if jump is None else 3.0 + jump,
+                             "jump": jump})
         return 0, "", None
 
     @staticmethod
@@ -152,6 +159,7 @@ def test_a_run_without_a_full_config_line_is_not_reused(tmp_path, fake):
     (["--budget", "soon"], "soon"),
     (["--sizes", "tiny,huge"], "unknown preset(s) huge"),
     (["--max-tokens", "0"], "--max-tokens 0"),
+    (["--switch-eval-tokens", "0"], "--switch-eval-tokens 0: must be >= 1"),
 ])
 def test_bad_flags_are_one_line_before_any_run(tmp_path, fake, capsys, flags, match):
     assert tokens(tmp_path, *flags) == 2
@@ -225,3 +233,69 @@ def test_extension_uses_only_wallclock_runs_with_these_settings(tmp_path, fake, 
     assert experiments.main(["extension", "--runs", str(tmp_path), "--seeds", "1", "--budget", "1m"]) == 0
     assert extended == ["fixed128-s1", "fixed1024-s1", "grow-s1"] and len(fake.calls) == 3
     assert (tmp_path / "extension" / "results.md").read_text().startswith("| run | 64 |")
+
+
+SWITCH_VAL = {"128": 2.0, "1024": 1.9, "4096": 2.5}
+
+
+def test_switch_table_says_na_for_a_jump_not_measured(tmp_path, fake, monkeypatch):
+    """A stage shorter than k steps records jump null: the table says n/a, the mean over seeds leaves it
+    out, and the note names the settings the runs recorded (--extra may change them), not fixed ones."""
+    fake.jumps = {f"{m}-s2": 0.25 for m in model.ROPE_SWITCHES}     # seed 1: not measured
+    monkeypatch.setattr(experiments, "final_val", lambda out, eval_tokens: SWITCH_VAL)
+    monkeypatch.setattr(train, "JUMP_K", 3)
+    assert experiments.main(["switch", "--runs", str(tmp_path), "--seeds", "1,2", "--max-tokens", "1000",
+                             "--extra", "--tokens-per-step 1024"]) == 0
+    assert sorted(p.name for p in (tmp_path / "switch").iterdir() if p.is_dir()) == \
+        sorted(["figures", *(f"{m}-s{s}" for m in model.ROPE_SWITCHES for s in (1, 2))])
+    table = (tmp_path / "switch" / "results.md").read_text()
+    assert "| yarn-s1 | n/a | 2.0000 | 1.9000 | 2.5000 | 1 |" in table
+    assert "| yarn-s2 | +0.2500 | 2.0000 |" in table
+    assert "| yarn | 0.2500 | 2.0000 ± 0.0000 |" in table
+    assert "1,000 training tokens per run, schedule 128,256,512,1024" in table
+    assert "preset tiny, data shakespeare (byte tokenizer), 1,024 tokens/step" in table and "8192" not in table
+    assert "first 3 steps of a stage minus the last 3" in table
+    assert (tmp_path / "switch" / "figures" / "loss_around_switches.png").is_file()
+
+
+def test_spread_leaves_out_what_was_not_measured():
+    assert experiments.spread([1.0, None, 3.0]) == "2.0000 ± 1.0000"
+    assert experiments.spread([None, None]) == "n/a"
+
+
+def test_switch_row_skips_a_line_cut_short(tmp_path, fake, monkeypatch, capsys):
+    monkeypatch.setattr(experiments, "final_val", lambda out, eval_tokens: SWITCH_VAL)
+    fake.jumps = {"pi-s1": 0.5}
+    args = SimpleNamespace(extra=[], runs=tmp_path, max_tokens=1000, switch_eval_tokens=16)
+    out = experiments.run_arm("switch", "pi", 1, experiments.switch_flags("pi", args), args)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "jump", "step": 9, "fr')           # a crash mid-write
+    row = experiments.switch_row(out, args)
+    assert row["jumps"] == {"128->256": 0.5} and row["val"] == SWITCH_VAL
+
+
+def test_final_val_is_reused_only_for_the_same_eval_tokens(tmp_path, monkeypatch):
+    asked = []
+
+    def evaluate(model, data, lengths, eval_tokens, device, autocast):
+        asked.append(eval_tokens)
+        return {str(T): float(eval_tokens) for T in lengths}
+    monkeypatch.setattr(experiments, "trained", lambda out: (None, None))
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    assert experiments.final_val(tmp_path, 100)["4096"] == 100.0
+    assert experiments.final_val(tmp_path, 100)["4096"] == 100.0 and asked == [100]     # kept
+    assert experiments.final_val(tmp_path, 200)["4096"] == 200.0 and asked == [100, 200]
+    assert json.loads((tmp_path / "switch_val.json").read_text())["eval_tokens"] == 200
+    (tmp_path / "switch_val.json").write_text('{"eval_tokens": 200, "lo')    # cut short: evaluated again
+    assert experiments.final_val(tmp_path, 200)["4096"] == 200.0 and asked == [100, 200, 200]
+
+
+def test_extend_evaluates_the_checkpoint_the_run_evaluated(tmp_path):
+    """extend (and final_val, through the same helper) rebuild the model and data a run trained on:
+    at a length the run evaluated, on as many tokens, the same loss."""
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--max-tokens", "2048", "--out", str(out)]) == 0
+    losses = experiments.extend(out, 2048, 128)
+    assert list(losses) == ["64", "128"]
+    assert losses["128"] == records(out, "eval")[-1]["loss"]["128"]
+    assert json.loads((out / "extension.json").read_text()) == losses

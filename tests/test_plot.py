@@ -115,3 +115,53 @@ def test_a_real_full_disk_is_one_line(tmp_path):
         assert [p.name for p in disk.iterdir()] == ["loss_vs_time.png"]
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_records_without_the_keys_a_figure_reads_are_skipped(tmp_path, capsys):
+    """The stage marks and the switch panels read a stage's and a train record's step and a jump's value
+    (null when not measured, but present): a hand-edited record without one is skipped, not a KeyError."""
+    recs = [{"kind": "train", "step": s, "elapsed_s": s, "tokens": 1024 * s, "loss": 3.0} for s in (1, 2, 3, 4)]
+    recs += [{"kind": "stage", "step": 0, "elapsed_s": 0, "tokens": 0},
+             {"kind": "stage", "step": 2, "elapsed_s": 2, "tokens": 2048},
+             {"kind": "jump", "step": 3, "from": 32, "to": 64, "jump": None},
+             {"kind": "eval", "step": 4, "elapsed_s": 4, "tokens": 4096, "loss": {"64": 2.5}},
+             {"kind": "train", "elapsed_s": 5, "tokens": 5120, "loss": 3.0},       # no step
+             {"kind": "stage", "elapsed_s": 4, "tokens": 4096},                   # no step
+             {"kind": "jump", "step": 3, "from": 32, "to": 64},                   # no jump
+             {"kind": "jump", "step": 3, "from": 32, "to": 64, "jump": "big"}]
+    run = write_metrics(tmp_path / "edited", [json.dumps(r) for r in recs])
+    assert plot.main([str(run), "--out", str(tmp_path / "fig")]) == 0
+    assert "skipped 4 unusable line(s) (line 9 first)" in capsys.readouterr().err
+    loaded = plot.load_run(run)
+    assert len(loaded["train"]) == 4 and len(loaded["stage"]) == 2 and loaded["jump"] == [recs[6]]
+    plot.plot_switches([loaded], tmp_path / "switches.png")
+    assert (tmp_path / "switches.png").is_file()
+
+
+def test_a_val_length_no_run_evaluated_is_one_line(tmp_path):
+    run = write_metrics(tmp_path / "run", [json.dumps(r) for r in [
+        {"kind": "train", "step": 1, "elapsed_s": 1.0, "tokens": 1024, "loss": 3.0},
+        {"kind": "eval", "step": 1, "elapsed_s": 1.0, "tokens": 1024, "loss": {"128": 2.5, "1024": 2.4}}]])
+    r = subprocess.run([sys.executable, "plot.py", str(run), "--out", str(tmp_path / "fig"), "--val-length", "512"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: --val-length 512: no run was evaluated at that length (lengths evaluated: 128, 1024)"]
+    assert not (tmp_path / "fig" / "val_vs_time.png").exists()
+    assert plot.main([str(run), "--out", str(tmp_path / "fig"), "--val-length", "128"]) == 0
+    assert (tmp_path / "fig" / "val_vs_time.png").is_file()
+
+
+def test_each_runs_jump_numbers_sit_on_their_own_line_in_its_colour(tmp_path, monkeypatch):
+    runs = []
+    for i, jump in enumerate((0.1, -0.2)):
+        recs = [{"kind": "train", "step": s, "elapsed_s": s, "tokens": 1024 * s, "loss": 3.0} for s in (1, 2, 3)]
+        recs += [{"kind": "stage", "step": 0, "elapsed_s": 0, "tokens": 0},
+                 {"kind": "stage", "step": 1, "elapsed_s": 1, "tokens": 1024},
+                 {"kind": "jump", "step": 2, "from": 32, "to": 64, "jump": jump}]
+        runs.append(plot.load_run(write_metrics(tmp_path / f"run{i}", [json.dumps(r) for r in recs])))
+    figs = []
+    monkeypatch.setattr(plot, "save", lambda fig, path: figs.append(fig))
+    plot.plot_train(runs, "elapsed_s", "s", tmp_path / "unused.png")
+    marks = [(a.get_text(), a.xyann[1], a.get_color()) for a in figs[0].axes[0].texts]
+    plt.close(figs[0])
+    assert marks == [("+0.10", -12, "C0"), ("-0.20", -22, "C1")]
