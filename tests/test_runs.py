@@ -55,10 +55,23 @@ def test_default_run_folders_are_unique_within_a_second(tmp_path, monkeypatch):
     assert len(paths) == 3 and all(p.is_dir() for p in paths)
 
 
+# train.py's main with every step at least 50 ms longer: 60 steps then take >= 3 s on any
+# machine, so a kill 1 s after the first checkpoint lands mid-run.
+SLOW_STEPS = """import sys, time, train
+fast = train.train_step
+def slow(run, stage):
+    time.sleep(0.05)
+    return fast(run, stage)
+train.train_step = slow
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_resumes_with_each_step_recorded_once(tmp_path):
     out = tmp_path / "killed"
     args = FAST[:8] + ["--max-tokens", "61440"] + FAST[8:] + ["--ckpt-interval", "0.5", "--out", str(out)]
-    proc = start(args)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_STEPS, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     wait_for_steps(out, 8, proc)
     deadline = time.time() + 120
     while not (out / "ckpt.pt").exists() and time.time() < deadline:
@@ -66,7 +79,11 @@ def test_killed_run_resumes_with_each_step_recorded_once(tmp_path):
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
+    assert proc.returncode == -signal.SIGKILL                    # killed, not finished
     saved = torch.load(out / "ckpt.pt", weights_only=True)["state"]["step"]
+    recorded = len(records(out, "train"))
+    # mid-run; the steps recorded after the checkpoint (if any) are trained again on resume
+    assert saved <= recorded < 60, (saved, recorded)
     assert train.main(["--resume", str(out)]) == 0
     steps = [r["step"] for r in records(out, "train")]
     assert steps == list(range(1, 61)), (saved, steps)
