@@ -152,18 +152,20 @@ _DELTA_BLOCK = 64
 # N_CTX is the sequence length T of the call: each training stage length tunes once.
 _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # Triton adds the tensor dtypes to the key
 
-_fixed = False  # True inside `with fixed_configs():`
+_fixed = None  # inside `with fixed_configs(i):` the config index every kernel runs
 
 
 @contextlib.contextmanager
-def fixed_configs():
-    """Within this block each kernel runs the first config of its list, never benchmarking.
+def fixed_configs(index: int = 0):
+    """Within this block each kernel runs config `index` of its list (the last one of a
+    shorter list), never benchmarking.
 
     Autotuning is for speed; a correctness test only needs one valid config, and tuning
     three kernels over 6-8 configs at every (T, D, dtype, causal) made the GPU tests take
-    minutes. Not thread-safe: it flips a module flag."""
+    minutes. The test of every config runs them one index at a time. Not thread-safe: it
+    flips a module flag."""
     global _fixed
-    before, _fixed = _fixed, True
+    before, _fixed = _fixed, index
     try:
         yield
     finally:
@@ -171,10 +173,11 @@ def fixed_configs():
 
 
 def _launch(kernel, grid, *args, **kwargs):
-    """kernel[grid](*args, **kwargs), or, inside fixed_configs(), the Autotuner's undecorated
-    kernel (`kernel.fn`) with its first config's block sizes, warps and stages."""
-    if _fixed:
-        kernel.fn[grid](*args, **kwargs, **kernel.configs[0].all_kwargs())
+    """kernel[grid](*args, **kwargs), or, inside fixed_configs(i), the Autotuner's undecorated
+    kernel (`kernel.fn`) with config i's block sizes, warps and stages."""
+    if _fixed is not None:
+        config = kernel.configs[min(_fixed, len(kernel.configs) - 1)]
+        kernel.fn[grid](*args, **kwargs, **config.all_kwargs())
     else:
         kernel[grid](*args, **kwargs)
 

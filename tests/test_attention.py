@@ -320,6 +320,22 @@ def test_fixed_configs_bypass_autotuning(monkeypatch, autotuning):
     assert len(benched) == 2                       # the real autotuner, for comparison
 
 
+def test_fixed_configs_runs_the_config_asked_for(monkeypatch):
+    """fixed_configs(i) runs config i (the last one of a shorter list): what the every-config
+    test relies on to reach the GPU configs the other tests never run."""
+    kernel, used = attention._attn_fwd, []
+    first = kernel.configs[0]
+    other = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)
+    for name, cfg in (("first", first), ("other", other)):
+        monkeypatch.setattr(cfg, "all_kwargs", lambda real=cfg.all_kwargs, name=name: used.append(name) or real())
+    monkeypatch.setattr(kernel, "configs", [first, other])
+    q, k, v, _ = make_inputs(1, 1, 20, 16, F32, seed=23)
+    for index in (0, 1, 5):
+        with attention.fixed_configs(index):
+            flash_attention(q, k, v)
+    assert used == ["first", "other", "other"]
+
+
 def test_backward_is_deterministic():
     # No atomics: each gradient element has one writer, so reruns are bit-identical.
     q, k, v, do = make_inputs(2, 2, 200, 32, BF16, seed=13)
@@ -378,6 +394,20 @@ def test_cuda_other_dtypes(dtype):
     check_case(2, 4, 1000, 64, dtype, True, seed=17, device="cuda")
 
 
+N_CONFIGS = max(len(k.configs) for k in (attention._attn_fwd, attention._attn_bwd_dkdv, attention._attn_bwd_dq))
+
+
+@pytest.mark.parametrize("index", range(N_CONFIGS))
+@pytest.mark.parametrize("causal", [True, False])
+def test_every_config_matches_reference(index, causal):
+    """The autotuner may pick any config of a kernel's list, and the other tests run only the
+    first: each one must be right, ragged tail included (a single config under the interpreter;
+    6-8 per kernel on a GPU, where T=1000 spans several blocks of every size)."""
+    T, dtype = (1000, BF16) if DEVICE == "cuda" else (77, F32)
+    with attention.fixed_configs(index):
+        check_case(2, 2, T, 64, dtype, causal, seed=41 + index)
+
+
 @needs_gpu
 def test_cuda_autotuner_at_a_training_shape(autotuning):
     # The one test that autotunes (all configs of the three kernels): pythia-160m's
@@ -392,6 +422,8 @@ def test_cuda_autotuner_at_a_training_shape(autotuning):
         assert kernel.best_config in kernel.configs
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert max_err(o, ref) <= 2e-2 * max(1.0, ref.abs().max().item())
+    # the configs it chose, forward and both backward kernels, against the float64 reference
+    check_case(B, H, T, D, BF16, True, seed=31, device="cuda")
 
 
 @needs_gpu
