@@ -1,6 +1,7 @@
 """What a user sees from sample.py, and from every entry point on Ctrl-C: one `error:` line on
 stderr, a non-zero exit, no traceback."""
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -91,8 +92,14 @@ def test_sample_cli_errors_are_one_line(run, args, line):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_sampling_stops_in_one_line(run, signum, code):
-    # start-up (imports, checkpoint) takes ~2.5 CPU seconds here; past 5, it is generating
-    rc, err = signal_after([sys.executable, "sample.py", run, "--max-new-tokens", "100000"], 5, signum)
+    # Measured on this machine, not assumed: the CPU seconds of a whole run that generates one
+    # token (imports, checkpoint, start-up). Two seconds past that, it is generating.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "sample.py", run, "--max-new-tokens", "1"], cwd=ROOT, capture_output=True,
+                   check=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start_up = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    rc, err = signal_after([sys.executable, "sample.py", run, "--max-new-tokens", "100000"], start_up + 2, signum)
     assert (rc, err) == (code, f"error: stopped by {signal.Signals(signum).name}\n")
 
 
