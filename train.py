@@ -46,6 +46,10 @@ class UserError(Exception):
     """Something the user can fix (a flag, a file); reported as one line, exit code 2."""
 
 
+class RankError(UserError):
+    """A user error on one rank that no collective can report for it: that rank prints it."""
+
+
 USER_ERRORS = (UserError, sched.ScheduleError, datalib.DataError)
 
 
@@ -278,7 +282,11 @@ def setup_distributed() -> Ranks:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Ranks()
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    except dist.DistError as e:     # no other rank can speak for this one: every rank says it
+        raise RankError(f"rank {os.environ.get('RANK', '?')}: cannot join the torchrun job "
+                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return Ranks(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world)
 
 
@@ -951,7 +959,8 @@ class StopRequest:
 def train(argv=None) -> int:
     cfg, explicit = parse_config(argv)
     ranks = setup_distributed()
-    ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    # agree: a rank that cannot read the checkpoint (another node's disk) stops all of them
+    ckpt = agree(ranks, load_checkpoint, cfg.resume) if cfg.resume else None
     if ckpt is not None:
         cfg = merge_resumed(cfg, explicit, ckpt)
     run, state, folder = build(cfg, ranks, ckpt, WallTime(ckpt["state"].elapsed_s if ckpt else 0.0))
@@ -1146,7 +1155,7 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         # Checks give the same answer on every rank, and `agree` names a single failing rank:
         # rank 0 speaks for all.
-        if master:
+        if master or isinstance(e, RankError):
             print(f"error: {e}", file=sys.stderr)
         code = EXIT_USER
     except torch.OutOfMemoryError:
