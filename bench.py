@@ -332,7 +332,7 @@ def bench_lengths(args):
 
 def _lengths_table(rows, args, cuda):
     from model import flops_per_token, make_config, peak_flops
-    longest = rows[-1]
+    longest = max(rows, key=lambda r: r["T"])      # the ratios' base, however --lengths was ordered
     mem = "peak_gib" if cuda else "step_gib"   # CPU: RSS above the process's size before the first step
     peak = peak_flops("cuda") if cuda and not args.max_batch else None     # MFU where the bf16 peak is known
     lines = [f"| T | batch | step time (s) | time ratio | {'peak' if cuda else 'step'} memory (GiB) | memory ratio | "
@@ -386,8 +386,8 @@ def gpu_sections(py, tmp, tokenizer):
          bench + ["lengths", "--attn", "triton", "--preset", "pythia-160m", "--lengths", "128,1024,8192",
                   "--iters", "1", "--max-batch"], 60),
         ("A 60-second GrowLength run of pythia-160m, default flags but --tokens-per-step 131072",
-         [py, "train.py", "--preset", "pythia-160m", "--tokenizer", tokenizer, "--schedule", "128,256,512,1024",
-          "--budget", "60s", "--tokens-per-step", "131072", "--sample-tokens", "0", "--out", str(tmp / "run")], 150),
+         [py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"), "--preset", "pythia-160m",
+          "--tokenizer", tokenizer, "--schedule", "128,256,512,1024", "--budget", "60s", "--tokens-per-step", "131072", "--sample-tokens", "0", "--out", str(tmp / "run")], 150),
     ]
 
 
@@ -416,7 +416,8 @@ def bench_gpu(args):
         print("error: bench.py gpu needs a CUDA GPU", file=sys.stderr)
         return 2
     device = torch.cuda.get_device_name()
-    out = Path(args.out or f"results/gpu-{device.split()[-1].lower()}-{dt.date.today()}.md")
+    out = Path(args.out or Path(__file__).resolve().parent / "results" /
+               f"gpu-{device.split()[-1].lower()}-{dt.date.today()}.md")
     if not out.parent.is_dir():      # checked before minutes of benchmarks, not after
         print(f"error: --out {out}: folder {out.parent} does not exist", file=sys.stderr)
         return 2
