@@ -1,0 +1,635 @@
+"""Text -> train.bin, val.bin and meta.json: the token files data.TokenData reads.
+
+    python prepare.py --input my_corpus/ --out data/mine --tokenizer gpt2     # --workers, --glob, ...
+
+Preparation streams: documents are read lazily, tokenized in batches by worker processes
+and appended to the output as they come, so memory is bounded by the batch size, not the
+corpus. The output folder appears (by a rename) only when it is complete.
+
+train.py's --data goes through resolve(): a built-in corpus name or a text file is prepared
+on first use (and again when its inputs change); a prepared folder is used as it is.
+"""
+import harness.boot  # first: a Ctrl-C during the imports below is one line
+import codecs
+import gzip
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import sys
+import sysconfig
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+
+from data import TOKENIZERS, DataError, get_tokenizer, token_dtype
+from harness import cli
+from harness.files import atomic_write
+
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = ROOT / "data"
+# shakespeare: data/shakespeare.txt.gz, public domain (see data/README.md); python-stdlib: this Python's .py files
+BUILTIN_CORPORA = ("shakespeare", "python-stdlib")
+FORMAT = 2                           # meta.json layout; folders of an older format are re-prepared
+
+
+# ----------------------------------------------------------------------------- inputs
+
+TEXT_FILES = re.compile(r"\.(txt|md|jsonl)(\.gz)?$")
+BLOCK = 1 << 20                      # bytes read at a time from a file
+MAX_PIECE = 16 << 20                 # a text with no safe cut point is cut blindly past this
+
+
+def list_files(src: Path, glob: str | None = None) -> list:
+    """A file, or a folder's matching files (recursive, sorted by relative path: the same
+    order on every machine). Default: .txt/.md/.jsonl, each optionally .gz; --glob replaces it."""
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise DataError(f"{src}: no such file or folder")
+    files = [p for p in src.rglob("*") if p.is_file() and
+             (fnmatch(p.name, glob) if glob else TEXT_FILES.search(p.name))]
+    if not files:
+        raise DataError(f"{src}: folder holds no {glob or '.txt/.md/.jsonl(.gz)'} files")
+    return sorted(files, key=lambda p: p.relative_to(src).as_posix())
+
+
+def stdlib_files() -> list:
+    """The running Python's standard library .py files (installed packages excluded)."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = [p for p in lib.rglob("*.py") if p.is_file() and
+             not {"site-packages", "dist-packages"} & set(p.relative_to(lib).parts)]
+    if not files:
+        raise DataError(f"{lib}: no standard library .py files found")
+    return sorted(files, key=lambda p: p.relative_to(lib).as_posix())
+
+
+def source_key(files, tokenizer: str, options: dict) -> str:
+    """Identity of what a preparation would read: resolved paths, sizes, mtimes + settings.
+    Cheap (no reading), so resolve() can tell at every start whether a cache is stale."""
+    h = hashlib.sha256(json.dumps([FORMAT, tokenizer, options]).encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _is_jsonl(path: Path) -> bool:
+    return re.search(r"\.jsonl(\.gz)?$", path.name) is not None
+
+
+def _open(path: Path):
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _blocks(path: Path, content_hash):
+    """The file's bytes in BLOCK-sized pieces (gunzipped), each also fed to content_hash."""
+    with _open(path) as f:
+        while True:
+            try:
+                block = f.read(BLOCK)
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+            if not block:
+                return
+            content_hash.update(block)
+            yield block
+
+
+@dataclass
+class Stats:
+    """What was read and written; becomes part of meta.json and the final line."""
+    files: int = 0
+    documents: int = 0
+    bytes: int = 0
+    skipped_lines: int = 0
+    skipped_files: int = 0
+    tokens: dict = field(default_factory=lambda: {"train": 0, "val": 0})
+
+
+@dataclass
+class Piece:
+    """Part of a document, small enough for one worker task. `first` marks a document start."""
+    data: object                     # str for text tokenizers, bytes for the byte tokenizer
+    first: bool
+    split: str = "train"
+
+
+# GPT-2's pre-tokenizer never joins a non-space to the whitespace after it, nor " " or "\n" to
+# the non-space before it, so cutting a text before a " " or "\n" that sits between two
+# non-spaces gives the same tokens as encoding it whole (tested against the one-shot encoding).
+_LAST_SAFE_CUT = re.compile(r"(?s:.*)\S(?=[ \n]\S)")
+
+
+def _text_pieces(path: Path, blocks):
+    """A text file as str pieces of about BLOCK characters, cut only where the tokens do not change.
+    Invalid UTF-8 is an error naming the byte offset: a text tokenizer cannot encode it."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    carry, offset = "", 0
+    for block in blocks:
+        try:
+            carry += decoder.decode(block)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not valid UTF-8 at byte {offset + e.start} "
+                            f"(use --tokenizer byte, which keeps raw bytes, or fix the file)") from None
+        offset += len(block)
+        m = _LAST_SAFE_CUT.match(carry) if len(carry) >= BLOCK else None
+        cut = m.end() if m else (len(carry) if len(carry) > MAX_PIECE else 0)
+        if cut:
+            yield carry[:cut]
+            carry = carry[cut:]
+    try:
+        carry += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid UTF-8 at byte {offset} (the file ends inside a character)") from None
+    if carry:
+        yield carry
+
+
+def _lines(blocks):
+    """(line number, line) of a file read in blocks; a line may span blocks."""
+    carry, n = b"", 0
+    for block in blocks:
+        *lines, carry = (carry + block).split(b"\n")
+        for line in lines:
+            n += 1
+            yield n, line
+    if carry:
+        yield n + 1, carry
+
+
+def _jsonl_documents(path: Path, blocks, text_field: str, skip_bad: bool, stats: Stats, as_bytes: bool):
+    """One document per line: the string under text_field. A bad line names file and line."""
+    for lineno, line in _lines(blocks):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)[text_field]
+            if not isinstance(text, str):
+                raise TypeError(f"{text_field!r} is {type(text).__name__}, not a string")
+            encoded = text.encode("utf-8")         # also refuses lone surrogates from \ud800 escapes
+        except (ValueError, KeyError, TypeError, UnicodeError) as e:
+            if not skip_bad:
+                why = f"no {text_field!r} field" if isinstance(e, KeyError) else str(e).splitlines()[0][:120]
+                raise DataError(f"{path}:{lineno}: bad jsonl line ({why}); "
+                                f"--skip-bad-lines skips such lines with a count") from None
+            stats.skipped_lines += 1
+            continue
+        if text:
+            stats.bytes += len(encoded)
+            yield encoded if as_bytes else text
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        for block in _blocks(path, hashlib.sha256()):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", skip_bad=False,
+                skip_non_utf8=False):
+    """Every document of every file, in order, as Pieces. Documents: a whole text file, or one
+    jsonl line. Empty documents are dropped. skip_non_utf8 (the stdlib corpus, which holds a few
+    test files in other encodings on purpose) skips such files with a count."""
+    for path in files:
+        stats.files += 1
+        if _is_jsonl(path):
+            for doc in _jsonl_documents(path, _blocks(path, content_hash), text_field, skip_bad,
+                                        stats, tok.takes_bytes):
+                stats.documents += 1
+                yield Piece(doc, True)
+            continue
+        if skip_non_utf8 and not tok.takes_bytes and not _is_utf8(path):
+            stats.skipped_files += 1
+            continue
+        blocks = _counted(_blocks(path, content_hash), stats)
+        pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks)
+        first = True
+        for piece in pieces:
+            if first:
+                stats.documents += 1
+            yield Piece(piece, first)
+            first = False
+
+
+def _counted(blocks, stats: Stats):
+    for block in blocks:
+        stats.bytes += len(block)
+        yield block
+
+
+# ----------------------------------------------------------------------------- validation split
+
+def count_documents(files, at_least: int) -> int:
+    """Documents in `files`, counting only until `at_least` is reached (cheap: no parsing)."""
+    n = 0
+    for path in files:
+        if not _is_jsonl(path):
+            n += 1
+        else:
+            n += sum(block.count(b"\n") for block in _blocks(path, hashlib.sha256()))
+        if n >= at_least:
+            break
+    return n
+
+
+def min_documents_for_hash_split(val_fraction: float) -> int:
+    """Enough documents that the validation split holds ~20 of them; fewer -> split by the tail."""
+    return max(2, math.ceil(20 / val_fraction))
+
+
+def document_split(piece: Piece, val_fraction: float) -> str:
+    """'val' for a fixed share of documents, chosen by a hash of the document's first piece:
+    the same on every machine and run, and exact duplicates always land in the same split."""
+    data = piece.data if isinstance(piece.data, bytes) else piece.data.encode("utf-8")
+    h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return "val" if h < val_fraction * 2 ** 64 else "train"
+
+
+# ----------------------------------------------------------------------------- tokenizing in parallel
+
+_worker_tok = None
+
+
+def _worker_init(tok):
+    global _worker_tok
+    _worker_tok = tok
+    # Ctrl-C reaches every process of the terminal's group; the parent alone handles it
+    # (cleans up, prints one line), so workers must not die printing a traceback. A SIGTERM
+    # ends a worker silently (the parent's handler, inherited by fork, would print a line).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _encode_batch(texts, dtype):
+    return [np.asarray(_worker_tok.encode(t), dtype=dtype) for t in texts]
+
+
+def _batches(pieces, batch_bytes: int):
+    """Consecutive pieces grouped into worker tasks of about batch_bytes."""
+    batch, size = [], 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece.data)
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
+    """(piece, ids) in the input's order. With workers > 1 a process pool encodes batches;
+    at most 2 batches per worker are in flight, which is what bounds memory."""
+    if workers == 1:
+        global _worker_tok
+        _worker_tok = tok
+        for batch in _batches(pieces, batch_bytes):
+            yield from zip(batch, _encode_batch([p.data for p in batch], dtype))
+        return
+    # concurrent.futures, not multiprocessing.Pool: when the OS kills a worker (out of memory)
+    # the pool breaks and says so, where Pool would wait forever for the lost batch.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_init, initargs=(tok,))
+    try:
+        pending = deque()
+        for batch in _batches(pieces, batch_bytes):
+            pending.append((batch, pool.submit(_encode_batch, [p.data for p in batch], dtype)))
+            if len(pending) >= 2 * workers:
+                done, result = pending.popleft()
+                yield from zip(done, result.result())
+        while pending:
+            done, result = pending.popleft()
+            yield from zip(done, result.result())
+        pool.shutdown()               # all done: the workers exit and are reaped now
+    except BrokenProcessPool:
+        raise DataError("a tokenizing worker died (killed for lack of memory?); "
+                        "try fewer --workers or a smaller --batch-bytes") from None
+    finally:
+        # On Ctrl-C or an error: queued batches are dropped, running ones finish (the workers
+        # ignore SIGINT; a batch takes a fraction of a second) and we wait for the workers to
+        # exit, since they hold the output files open (fork). Killing them instead can leave a
+        # queue's lock held by a dead process, and the interpreter then hangs at exit.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- progress
+
+class Progress:
+    """One self-updating line on a terminal (a line every 30 s in a log): MB read, MB/s, tokens.
+    Hand-written rather than tqdm: 20 lines, and no dependency for the GPU images to install."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled, self.stream = enabled, stream or sys.stderr
+        self.tty = enabled and self.stream.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def update(self, stats: Stats):
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < (0.5 if self.tty else 30):
+            return
+        self.last = now
+        line = (f"{stats.bytes / 1e6:,.1f} MB read | {stats.bytes / 1e6 / (now - self.start):.1f} MB/s | "
+                f"{sum(stats.tokens.values()):,} tokens | {stats.documents:,} documents")
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=self.stream, flush=True)
+
+    def close(self):
+        if self.tty:
+            print(file=self.stream, flush=True)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+# ----------------------------------------------------------------------------- prepare
+
+def available_cpus() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _staging(out_dir: Path) -> Path:
+    """The hidden folder a preparation writes into; renamed to out_dir only when complete, so an
+    interrupted run (even kill -9) leaves no folder that looks prepared."""
+    return out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+
+
+def _remove_stale_staging(out_dir: Path):
+    """Staging folders of preparations that were killed (their process is gone)."""
+    for old in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        try:
+            os.kill(int(old.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, OSError):
+            pass
+
+
+def check_output(out_dir: Path, key: str, force: bool) -> bool:
+    """True if out_dir already holds this very preparation. Refuses a folder holding a corpus
+    prepared from other inputs (unless force) and, always, a folder holding anything else."""
+    if not out_dir.exists():
+        return False
+    if not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is a file, not a folder")
+    names = {p.name for p in out_dir.iterdir()}
+    if not names:
+        return False
+    if not names <= {"meta.json", "train.bin", "val.bin"}:
+        raise DataError(f"--out {out_dir} holds other files ({', '.join(sorted(names)[:3])}...); "
+                        f"choose a new or empty folder")
+    try:
+        meta = json.loads((out_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if meta.get("source_key") == key:
+        return True
+    if not force:
+        raise DataError(f"--out {out_dir} holds a corpus prepared from other inputs or settings "
+                        f"({meta.get('source', 'unknown source')}); --force replaces it")
+    return False
+
+
+def _write_meta(path: Path, meta: dict):
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(meta, indent=1))
+
+
+def _split_tail(train_f, val_f, dtype, val_fraction: float, stats: Stats):
+    """Move the last val_fraction of the token stream from train to val (a corpus of one or a
+    few documents, which a hash cannot split fairly), a block at a time."""
+    n = stats.tokens["train"]
+    cut = n - int(n * val_fraction)
+    train_f.flush()
+    train_f.seek(cut * dtype.itemsize)
+    while block := train_f.read(BLOCK):
+        val_f.write(block)
+    train_f.truncate(cut * dtype.itemsize)
+    stats.tokens = {"train": cut, "val": n - cut}
+
+
+def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, workers, batch_bytes):
+    """Append each piece's ids to its split's file; the separator goes before every document
+    but the first of its split."""
+    dtype = token_dtype(tok.vocab_size)
+    separator = np.asarray(tok.separator, dtype=dtype)
+    # closing(): on an error here (a full disk) the worker pool stops now, not when the
+    # traceback that still references this generator is finally dropped.
+    with closing(tokenized(pieces, tok, dtype, workers, batch_bytes)) as stream:
+        for piece, ids in stream:
+            f = files_out[piece.split]
+            if piece.first and stats.tokens[piece.split]:
+                f.write(separator.tobytes())
+                stats.tokens[piece.split] += len(separator)
+            f.write(ids.tobytes())
+            stats.tokens[piece.split] += len(ids)
+            progress.update(stats)
+
+
+def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, workers: int | None = None,
+            glob: str | None = None, text_field: str = "text", skip_bad_lines: bool = False,
+            force: bool = False, batch_bytes: int = BLOCK, progress: bool = False,
+            files=None, source: str | None = None, extra_meta: dict | None = None,
+            skip_non_utf8: bool = False) -> Path:
+    """Tokenize `src` (a file or folder; or `files` for a built-in corpus) into
+    out_dir/{train,val}.bin + meta.json, streaming. Validation: whole documents chosen by hash
+    when there are many, else the last val_fraction of the tokens, so no window spans both.
+    `tokenizer` is a name or a tokenizer object (tests pass stubs). Returns out_dir."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction {val_fraction}: must be between 0 and 1 (exclusive)")
+    workers = available_cpus() if workers is None else workers
+    if workers < 1:
+        raise DataError(f"--workers {workers}: must be at least 1")
+    out_dir = Path(out_dir)
+    src = Path(src) if src is not None else None
+    files = files if files is not None else list_files(src, glob)
+    tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    options = {"val_fraction": val_fraction, "glob": glob, "text_field": text_field,
+               "skip_bad_lines": skip_bad_lines, "vocab_size": tok.vocab_size}
+    key = source_key(files, tok.name, options)
+    if check_output(out_dir, key, force):
+        if progress:
+            print(f"{out_dir} is up to date: prepared from these very inputs and settings")
+        return out_dir
+    by_document = count_documents(files, min_documents_for_hash_split(val_fraction)) >= \
+        min_documents_for_hash_split(val_fraction)
+
+    stats, content, bar = Stats(), hashlib.sha256(), Progress(progress)
+    pieces = read_pieces(files, tok, stats, content, text_field=text_field, skip_bad=skip_bad_lines,
+                         skip_non_utf8=skip_non_utf8)
+    if by_document:
+        pieces = _assign_splits(pieces, val_fraction)
+    dtype = token_dtype(tok.vocab_size)
+    _remove_stale_staging(out_dir)
+    stage = _staging(out_dir)
+    try:
+        stage.mkdir(parents=True)
+        with ExitStack() as stack:
+            files_out = {split: stack.enter_context(atomic_write(stage / f"{split}.bin", "w+b"))
+                         for split in ("train", "val")}
+            _write_tokens(pieces, tok, files_out, stats, bar, workers, batch_bytes)
+            bar.close()
+            if not by_document:
+                _split_tail(files_out["train"], files_out["val"], dtype, val_fraction, stats)
+            _check_splits(stats, src or source, by_document)
+        meta = _meta(tok, dtype, stats, key, content.hexdigest(), options, by_document,
+                     source or str(src), extra_meta)
+        _write_meta(stage / "meta.json", meta)      # last: its presence marks a complete preparation
+        _replace_folder(stage, out_dir)
+    except OSError as e:
+        raise DataError(f"{out_dir}: cannot write the prepared data ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if progress:
+        print(f"prepared {stats.documents:,} documents ({stats.bytes / 1e6:,.1f} MB) -> "
+              f"{stats.tokens['train']:,} train + {stats.tokens['val']:,} val tokens in "
+              f"{bar.seconds():.1f}s ({stats.bytes / 1e6 / max(bar.seconds(), 1e-9):.1f} MB/s, "
+              f"{workers} worker{'s' * (workers > 1)}) -> {out_dir}")
+    return out_dir
+
+
+def _assign_splits(pieces, val_fraction: float):
+    split = "train"
+    for piece in pieces:
+        if piece.first:
+            split = document_split(piece, val_fraction)
+        piece.split = split
+        yield piece
+
+
+def _check_splits(stats: Stats, src, by_document: bool):
+    if stats.documents == 0:
+        raise DataError(f"{src}: the corpus is empty (no text)")
+    for split, n in stats.tokens.items():
+        if n < 2:
+            how = "no document was drawn for it; use a larger --val-fraction" if by_document else "too little text"
+            raise DataError(f"{src}: the {split} split has {n} tokens ({how})")
+
+
+def _meta(tok, dtype, stats: Stats, key: str, content_sha256: str, options: dict, by_document: bool,
+          source: str, extra: dict | None) -> dict:
+    """meta.json. `fingerprint` names the token data itself (content + tokenizer + split), not
+    where it came from: a checkpoint stores it and refuses a resume on other data."""
+    fingerprint = hashlib.sha256(json.dumps(
+        [FORMAT, content_sha256, tok.name, tok.vocab_size, options, by_document]).encode()).hexdigest()[:16]
+    return {"format": FORMAT, "fingerprint": fingerprint, "source": source, "source_key": key,
+            "content_sha256": content_sha256, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
+            "dtype": dtype.name, "files": stats.files, "documents": stats.documents, "bytes": stats.bytes,
+            "train_tokens": stats.tokens["train"], "val_tokens": stats.tokens["val"],
+            "val_split": "by document hash" if by_document else "tail",
+            "separator": list(tok.separator), "skipped_lines": stats.skipped_lines,
+            "skipped_files": stats.skipped_files, **options, **(extra or {})}
+
+
+def _replace_folder(stage: Path, out_dir: Path):
+    """Put the finished folder in place. An old preparation is moved aside first and deleted
+    only after the new one is in place: a crash in between leaves it under a hidden name."""
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(stage, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- --data -> folder
+
+def builtin(name: str):
+    """(files, meta extras) of a built-in corpus."""
+    if name == "shakespeare":
+        return [DATA_DIR / "shakespeare.txt.gz"], {}
+    version = sys.version.split()[0]
+    return stdlib_files(), {"python_version": version}
+
+
+def resolve(data: str, tokenizer: str, **options) -> Path:
+    """--data to a prepared folder, preparing on first use and again whenever the inputs change:
+    'shakespeare' | 'python-stdlib' (built in) | a prepared folder | a text file or folder.
+    A text file's cache is the folder beside it named FILE-TOKENIZER (e.g. play.v2.txt-gpt2)."""
+    if not data:
+        raise DataError("--data is empty: give 'shakespeare', 'python-stdlib', a prepared folder or a text file")
+    if data in BUILTIN_CORPORA:
+        files, extra = builtin(data)
+        out, src = DATA_DIR / f"{data}-{tokenizer}", None
+    else:
+        src, extra = Path(data), None
+        if (src / "meta.json").exists():
+            return src
+        if not src.exists():
+            raise DataError(f"--data {data}: not {' or '.join(map(repr, BUILTIN_CORPORA))}, "
+                            f"a prepared folder, or a text file")
+        files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tokenizer}"
+    prepared = _prepared_key(out)
+    opts = {"val_fraction": options.get("val_fraction", 0.1), "glob": options.get("glob"),
+            "text_field": options.get("text_field", "text"),
+            "skip_bad_lines": options.get("skip_bad_lines", False)}
+    tok = get_tokenizer(tokenizer)
+    if prepared == source_key(files, tok.name, {**opts, "vocab_size": tok.vocab_size}):
+        return out
+    print(f"preparing {data} with the {tokenizer} tokenizer -> {out}", flush=True)
+    return prepare(src, out, tok, files=files, source=data if src is None else None, force=True,
+                   extra_meta=extra, skip_non_utf8=data == "python-stdlib", progress=True, **opts)
+
+
+def _prepared_key(out: Path):
+    try:
+        return json.loads((out / "meta.json").read_text()).get("source_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv=None) -> int:
+    p = cli.OneLineParser(description="Tokenize text into train.bin/val.bin + meta.json, streaming.")
+    p.add_argument("--input", required=True,
+                   help="a text file or a folder (recursive): .txt/.md/.jsonl, each optionally .gz")
+    p.add_argument("--out", required=True, help="output folder (created when complete)")
+    p.add_argument("--tokenizer", default="byte", choices=TOKENIZERS)
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of documents (by hash; or of the tail, for few documents) kept for validation")
+    p.add_argument("--workers", type=int, default=None, help="tokenizing processes (default: all cores)")
+    p.add_argument("--glob", default=None, help="in a folder, read the files matching this instead, e.g. '*.py'")
+    p.add_argument("--text-field", default="text", help="the field of each jsonl object holding its text")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip (and count) jsonl lines that are not JSON or lack the field, instead of stopping")
+    p.add_argument("--force", action="store_true", help="replace an --out holding a corpus from other inputs")
+    p.add_argument("--batch-bytes", type=int, default=BLOCK, help="text per worker task (memory ~ 4 x workers x this)")
+    args = p.parse_args(argv)
+    if args.batch_bytes < 1:
+        raise DataError(f"--batch-bytes {args.batch_bytes}: must be at least 1")
+    # Ctrl-C gets its own line, which says what it means here: no --out was written.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        out = prepare(args.input, args.out, args.tokenizer, args.val_fraction, workers=args.workers,
+                      glob=args.glob, text_field=args.text_field, skip_bad_lines=args.skip_bad_lines,
+                      force=args.force, batch_bytes=args.batch_bytes, progress=True)
+    except KeyboardInterrupt:
+        print(f"error: interrupted; nothing was written to {args.out}", file=sys.stderr)
+        return 130
+    meta = json.loads((out / "meta.json").read_text())
+    if meta["skipped_lines"]:
+        print(f"warning: skipped {meta['skipped_lines']:,} bad jsonl lines", file=sys.stderr)
+    print(json.dumps(meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
