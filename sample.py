@@ -2,21 +2,17 @@
 
     python sample.py runs/<timestamp> --prompt "ROMEO:" --max-new-tokens 500
 """
+import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
+
+import math
 import sys
 
-import cli
+import torch
 
-if __name__ == "__main__":
-    cli.quit_on_signals()      # while the imports below run (torch: seconds)
-
-import math  # noqa: E402
-
-import torch  # noqa: E402
-
-import data as datalib  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from cli import OneLineParser  # noqa: E402
-from train import USER_ERRORS, UserError, load_checkpoint  # noqa: E402
+import data as datalib
+from harness import cli
+from harness.checkpoint import load_checkpoint, model_from_checkpoint
+from harness.cli import OneLineParser, UserError
 
 
 def check_flags(args):
@@ -48,18 +44,11 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def build_model(ckpt: dict, run: str) -> GPT:
-    try:   # sdpa: generation runs anywhere; the trained weights do not depend on the backend.
-        model = GPT(GPTConfig(**ckpt["model_config"], attn="sdpa"))
-        model.load_state_dict(ckpt["model"])
-    except ValueError as e:   # a config the model refuses (e.g. a rope_switch this version lacks)
-        raise UserError(f"{run}: the checkpoint's model config cannot be built: {e}") from None
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"{run}: the checkpoint's weights do not fit its model config ({type(e).__name__})") from None
-    return model
-
-
 def main(argv=None) -> int:
+    return cli.run(generate, argv)
+
+
+def generate(argv=None) -> int:
     p = OneLineParser(description="Generate text from a growlength checkpoint.")
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("--prompt", default="\n")
@@ -71,26 +60,23 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default %(default)s)")
     args = p.parse_args(argv)
-    try:
-        check_flags(args)
-        device = check_device(args.device)
-        ckpt = load_checkpoint(args.run)
-        tok = datalib.get_tokenizer(ckpt["config"]["tokenizer"])
-        model = build_model(ckpt, args.run)
-        prompt = tok.encode(args.prompt)
-        if not prompt:
-            raise UserError("--prompt is empty")
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_flags(args)
+    device = check_device(args.device)
+    ckpt = load_checkpoint(args.run)
+    if "tokenizer" not in ckpt["config"]:
+        raise UserError(f"{args.run}/ckpt.pt: its config names no tokenizer")
+    tok = datalib.get_tokenizer(ckpt["config"]["tokenizer"])
+    model = model_from_checkpoint(ckpt, args.run)
+    prompt = tok.encode(args.prompt)
+    if not prompt:
+        raise UserError("--prompt is empty")
     model.to(device).eval()
     torch.manual_seed(args.seed)
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     try:
         out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
     except MemoryError as e:   # the KV cache for prompt + max_new_tokens, allocated up front
-        print(f"error: {e}; lower --max-new-tokens or --num-samples", file=sys.stderr)
-        return 2
+        raise UserError(f"{e}; lower --max-new-tokens or --num-samples") from None
     for row in out.tolist():
         print(tok.decode(row))
         print("---")
@@ -98,5 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.stop_on_signals()
     sys.exit(main())

@@ -19,6 +19,7 @@ import pytest
 import experiments
 import model
 import train
+from harness.config import parse_config
 from test_train import FAST, records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ class FakeTrain:
         if cmd[2] == "--resume":
             out = Path(cmd[3])
         else:
-            cfg, _ = train.parse_config(cmd[2:])
+            cfg, _ = parse_config(cmd[2:])
             out = Path(cfg.out)
             out.mkdir(parents=True)
             self.write(out, {"kind": "config", **asdict(cfg), "attn": "sdpa", "world_size": 1})
@@ -130,7 +131,7 @@ def test_results_go_to_results_only_with_publish(tmp_path, fake):
 
 
 def test_config_difference_names_the_flags():
-    want, _ = train.parse_config(["--lr", "1e-3", "--budget", "1m"])
+    want, _ = parse_config(["--lr", "1e-3", "--budget", "1m"])
     got = {**asdict(want), "attn": "sdpa", "out": "elsewhere", "resume": None}
     assert experiments.config_difference(want, got) == []        # attn: chosen by train.py
     got["lr"], got["budget"] = 3e-3, "2m"
@@ -192,7 +193,7 @@ def test_a_real_run_is_kept_then_rerun_under_new_settings(tmp_path, monkeypatch)
         raise AssertionError(f"ran {cmd}")
     monkeypatch.setattr(experiments, "run_train", must_not_run)
     assert experiments.run_arm("t", "arm", 7, flags, args) == out
-    folder, state = experiments.choose_folder(out, train.parse_config(flags + ["--max-tokens", "4096"])[0])
+    folder, state = experiments.choose_folder(out, parse_config(flags + ["--max-tokens", "4096"])[0])
     assert (folder, state) == (tmp_path / "t" / "arm-s7-2", "new")
 
 
@@ -217,7 +218,7 @@ def test_a_signal_lets_the_run_checkpoint(tmp_path, signum, to_group):
     assert err.splitlines() == [f"error: stopped by {signum.name}; {metrics.parent} has checkpointed: "
                                 "the same command resumes it"]
     assert (metrics.parent / "ckpt.pt").is_file() and not (metrics.parent / "failed.json").exists()
-    want, _ = train.parse_config([*experiments.COMMON, *experiments.ARMS["fixed128"], "--max-tokens", "10000000",
+    want, _ = parse_config([*experiments.COMMON, *experiments.ARMS["fixed128"], "--max-tokens", "10000000",
                                   "--seed", "1", "--tokens-per-step", "1024", "--eval-tokens", "2048",
                                   "--log-interval", "0"])
     assert experiments.choose_folder(metrics.parent, want) == (metrics.parent, "resumable")

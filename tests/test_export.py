@@ -15,6 +15,7 @@ import torch
 import data as datalib
 import export
 import train
+from harness.checkpoint import CKPT_FORMAT, load_checkpoint
 from model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
@@ -27,7 +28,7 @@ def make_run(folder: Path, tokenizer="byte", **shape) -> GPT:
     cfg = GPTConfig(**{**dict(vocab_size=256, n_layer=2, n_head=4, n_embd=64), **shape})
     model = GPT(cfg).eval()
     folder.mkdir(parents=True)
-    torch.save({"format": train.CKPT_FORMAT, "config": {"tokenizer": tokenizer, "preset": "tiny", "schedule": "32,64"},
+    torch.save({"format": CKPT_FORMAT, "config": {"tokenizer": tokenizer, "preset": "tiny", "schedule": "32,64"},
                 "model_config": cfg.shape(), "model": model.state_dict(), "optimizer": {},
                 "state": asdict(train.TrainState())}, folder / "ckpt.pt")
     return model
@@ -249,7 +250,7 @@ def test_a_real_training_run_exports(tmp_path):
                        "--eval-tokens", "256", "--eval-lengths", "32", "--eval-interval", "1e9",
                        "--log-interval", "0", "--sample-tokens", "0", "--out", str(run)]) == 0
     export.export(run, tmp_path / "hf")
-    ckpt = train.load_checkpoint(run)
+    ckpt = load_checkpoint(run)
     ours = GPT(GPTConfig(**ckpt["model_config"])).eval()
     ours.load_state_dict(ckpt["model"])
     logits_agree(ours, transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "hf").eval(), 256, T=64)

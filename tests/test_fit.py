@@ -11,6 +11,7 @@ import torch
 
 import model as M
 import train
+from harness import device as hw
 from test_train import FAST, fail, records
 
 # 1536 tokens per step: stage T=32 has batch 48, T=64 batch 24 -- several divisors to choose from.
@@ -21,15 +22,16 @@ LIMIT = 600     # tokens a "GPU" step may hold: T=32 -> 16 (512; 24 = 768 is too
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """Out of memory above LIMIT tokens per forward; returns the (T, micro-batch) sizes tried."""
-    tried, real_step = [], train.warm_step
+    tried, real_step = [], hw.warm_step
 
-    def step(run, m, T):
+    def step(*args):
+        m, T = args[-2:]
         tried.append((T, m))
         if m * T > LIMIT:
             raise torch.OutOfMemoryError("fake: out of memory")
-        real_step(run, m, T)
-    monkeypatch.setattr(train, "oom_possible", lambda device: True)
-    monkeypatch.setattr(train, "warm_step", step)
+        real_step(*args)
+    monkeypatch.setattr(hw, "oom_possible", lambda device: True)
+    monkeypatch.setattr(hw, "warm_step", step)
     return tried
 
 
@@ -100,7 +102,7 @@ def test_flops_per_token_counts_every_weight_matrix_and_causal_attention(preset)
 
 
 def test_mfu_only_where_the_peak_is_known(tmp_path):
-    assert M.peak_flops("cpu") is None
+    assert hw.peak_flops("cpu") is None
     out = tmp_path / "cpu"
     assert train.main(FAST + ["--max-tokens", "2048", "--out", str(out)]) == 0
     assert all("mfu" not in r for r in records(out, "train"))

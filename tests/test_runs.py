@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import train
-from test_data import slowed
+from harness.checkpoint import CKPT_FORMAT
+from harness.runfolder import RunFolder
+from test_prepare import slowed
 from test_train import FAST, ROOT, fail, records
 
 SLOW = FAST[:6] + ["--budget", "1h"] + FAST[8:]      # runs until stopped
@@ -51,7 +53,7 @@ def test_a_run_folder_belongs_to_one_live_run(tmp_path, capsys):
 
 def test_default_run_folders_are_unique_within_a_second(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    paths = {train.RunFolder.make(None)[0] for _ in range(3)}
+    paths = {RunFolder.make(None)[0] for _ in range(3)}
     assert len(paths) == 3 and all(p.is_dir() for p in paths)
 
 
@@ -109,7 +111,7 @@ def test_full_disk_while_logging_leaves_whole_lines(tmp_path, capsys, monkeypatc
 def test_checkpoint_that_unpickles_but_lacks_fields(tmp_path, capsys):
     out = tmp_path / "odd"
     out.mkdir()
-    torch.save({"format": train.CKPT_FORMAT, "config": {}}, out / "ckpt.pt")
+    torch.save({"format": CKPT_FORMAT, "config": {}}, out / "ckpt.pt")
     fail(capsys, ["--resume", str(out)], "not a growlength checkpoint")
 
 

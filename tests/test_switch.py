@@ -14,8 +14,10 @@ import torch
 
 import data as datalib
 import plot
+import prepare
 import schedule
 import train
+from harness.checkpoint import load_checkpoint
 from model import GPT, GPTConfig, Rotary, make_config
 from test_train import FAST, fail, records
 
@@ -105,8 +107,8 @@ def test_scaling_state_survives_checkpoint_resume_and_eval(tmp_path, capsys):
     assert records(whole, "jump") == records(split, "jump")   # the per-step losses ride in the checkpoint
 
     # eval (as experiments.py extend and sample.py build it): the checkpoint's config gives the run's RoPE
-    ckpt = train.load_checkpoint(str(split))
-    data = datalib.TokenData(datalib.resolve("shakespeare", "byte"))
+    ckpt = load_checkpoint(str(split))
+    data = datalib.TokenData(prepare.resolve("shakespeare", "byte"))
 
     def val(model_config):
         model = GPT(GPTConfig(**model_config, attn="sdpa"))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import train
+from harness.config import DEFAULT_BUDGET
 
 ROOT = Path(__file__).resolve().parent.parent
 # A small, fast run: 2 stages, 40 steps of 1024 tokens, every step logged.
@@ -114,10 +115,10 @@ def test_bad_flags_fail_in_one_line(tmp_path, capsys, monkeypatch, flags, match)
 
 
 def corrupt_data(tmp_path, how):
-    import data as D
+    import prepare
     src = tmp_path / "c.txt"
     src.write_text("to be or not to be, that is the question " * 300)
-    folder = D.prepare(src, tmp_path / "prep", "byte")
+    folder = prepare.prepare(src, tmp_path / "prep", "byte")
     path = folder / "train.bin"
     if how == "truncated":
         path.write_bytes(path.read_bytes()[:-3])
@@ -247,7 +248,7 @@ def test_defaults_chosen_for_this_machine_are_logged_not_saved(tmp_path):
     saved = torch.load(out / "ckpt.pt", weights_only=True)["config"]
     assert saved["attn"] is None and saved["budget"] is None
     logged = records(out, "config")[0]
-    assert logged["attn"] == "sdpa" and logged["budget"] == train.DEFAULT_BUDGET
+    assert logged["attn"] == "sdpa" and logged["budget"] == DEFAULT_BUDGET
     assert train.main(["--resume", str(out), "--max-tokens", "3072"]) == 0   # now a token budget
     assert torch.load(out / "ckpt.pt", weights_only=True)["state"]["step"] == 3
 

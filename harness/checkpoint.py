@@ -1,0 +1,72 @@
+"""ckpt.pt: everything a run needs to continue as if never stopped, written all or nothing.
+
+It holds the run's config, the model's shape (GPTConfig.shape(), RoPE-switch state included),
+the weights, the optimizer, the training state (train.TrainState as a dict) and the data's
+fingerprint. train.py resumes from it; sample.py, export.py and experiments.py read it.
+"""
+from pathlib import Path
+
+import torch
+
+from harness.cli import UserError
+from harness.files import atomic_write
+from model import GPT, GPTConfig
+
+CKPT_FORMAT = "growlength-2"
+# The shape fields a stage switch changes (GPT.switch_rope): a resumed run takes them from the
+# checkpoint; every other shape field must equal the run's model.
+ROPE_STATE = ("rope_orig_len", "rope_scale")
+
+
+def save_checkpoint(path: Path, config: dict, model, opt, state: dict, data_fingerprint: str):
+    """All or nothing (harness.files.atomic_write): a crash or a full disk mid-write keeps the old one."""
+    ckpt = {"format": CKPT_FORMAT, "config": config, "model_config": model.cfg.shape(),
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+            "data_fingerprint": data_fingerprint}
+    with atomic_write(path) as f:
+        torch.save(ckpt, f)
+
+
+def load_checkpoint(folder: str, state_type=dict) -> dict:
+    """FOLDER/ckpt.pt, checked for the parts every reader needs; one UserError line otherwise.
+    Its `state` becomes state_type(**state) (train.py passes its TrainState)."""
+    path = Path(folder) / "ckpt.pt"
+    if not path.is_file():
+        raise UserError(f"{folder}: no checkpoint (ckpt.pt) in that folder")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, unpickling error: all the same to the user
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise UserError(f"{path}: not a growlength checkpoint (format {CKPT_FORMAT})")
+    broken = [k for k in ("config", "model_config", "model", "optimizer", "state")
+              if not isinstance(ckpt.get(k), dict)]
+    if not broken:
+        try:
+            ckpt["state"] = state_type(**ckpt["state"])
+        except TypeError:
+            broken = ["state"]
+    if broken:
+        raise UserError(f"{path}: not a growlength checkpoint (missing or broken: {', '.join(broken)})")
+    return ckpt
+
+
+def check_shape(ckpt: dict, shape: dict, where: str):
+    """The checkpoint's model must be the run's model (up to the RoPE state a switch set)."""
+    diff = [k for k in shape if k not in ROPE_STATE and ckpt["model_config"].get(k) != shape[k]]
+    if diff:
+        raise UserError(f"{where}: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
+
+
+def model_from_checkpoint(ckpt: dict, where: str, attn: str = "sdpa") -> GPT:
+    """The checkpoint's model with its weights, on the CPU. The attention backend is a runtime
+    choice (sdpa runs anywhere); the weights do not depend on it."""
+    try:
+        model = GPT(GPTConfig(**ckpt["model_config"], attn=attn))
+    except (ValueError, TypeError) as e:   # a config the model refuses (e.g. a rope_switch this version lacks)
+        raise UserError(f"{where}: the checkpoint's model config cannot be built: {e}") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"{where}: the checkpoint's weights do not fit its model config ({type(e).__name__})") from None
+    return model

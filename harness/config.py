@@ -1,0 +1,155 @@
+"""train.py's flags -> TrainConfig, the checks argparse cannot make, and merging on --resume."""
+import argparse
+import math
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from data import TOKENIZERS
+from harness.cli import OneLineParser, UserError
+from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
+
+DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
+# Changing these on --resume would make a different run, not a continuation of this one.
+FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer", "rope_switch")
+
+
+@dataclass
+class TrainConfig:
+    """Every flag of train.py; the defaults here are the only ones (the parser has none)."""
+    schedule: str = "128,256,512,1024"
+    ratios: Optional[str] = None
+    budget: Optional[str] = None
+    max_tokens: Optional[int] = None
+    tokens_per_step: int = 8192
+    micro_batch_tokens: object = "auto"        # "auto" or a number of tokens
+    preset: str = "tiny"
+    data: str = "shakespeare"
+    tokenizer: str = "byte"
+    lr: Optional[float] = None
+    min_lr_ratio: float = 0.1
+    warmup: float = 0.01
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_lengths: Optional[str] = None
+    eval_tokens: int = 32768
+    eval_interval: float = 60.0
+    log_interval: float = 10.0
+    ckpt_interval: float = 300.0
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    init_from: Optional[str] = None            # a local Hugging Face GPT-NeoX folder to start from
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    attn: Optional[str] = None
+    seed: int = 1337
+    sample_tokens: int = 300
+    stop_at_step: Optional[int] = None
+    rope_switch: str = "none"
+
+    def peak_lr(self) -> float:
+        return self.lr or PRESET_LR[self.preset]
+
+    def budget_or_default(self) -> Optional[str]:
+        """--budget, or the default one when neither budget flag was given. Resolved here and not
+        stored in the config: a checkpoint must hold what the user asked for, so that resuming
+        with --max-tokens is not still capped by a default wallclock."""
+        return DEFAULT_BUDGET if self.budget is None and self.max_tokens is None else self.budget
+
+
+def auto_or_tokens(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of tokens, not {text!r}") from None
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """Flags only: argparse fills in nothing (SUPPRESS), so the parsed namespace holds exactly
+    the flags the user gave -- which --resume needs -- and TrainConfig supplies the rest."""
+    d = TrainConfig()
+    p = OneLineParser(description=description, argument_default=argparse.SUPPRESS)
+    a = p.add_argument
+    a("--schedule", help=f"stage lengths, strictly increasing (default {d.schedule})")
+    a("--ratios", help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
+    a("--budget", help=f"training wallclock, e.g. 90s, 5m, 1h (default {DEFAULT_BUDGET} "
+      "unless --max-tokens is given); eval and checkpoints do not count")
+    a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs")
+    a("--tokens-per-step", type=int,
+      help=f"tokens per optimizer step, constant across stages; batch = this // seq_len (default {d.tokens_per_step})")
+    a("--micro-batch-tokens", type=auto_or_tokens,
+      help="tokens per forward/backward (gradient accumulation above it); default auto: on a GPU the "
+      "largest that fits, found per stage before the clock starts; elsewhere the whole step")
+    a("--preset", choices=list(PRESETS), help=f"model size (default {d.preset})")
+    a("--data", help=f"'shakespeare' or 'python-stdlib' (built in), a prepared folder, or a text/jsonl "
+      f"file or folder, prepared on first use (default {d.data})")
+    a("--tokenizer", choices=TOKENIZERS, help=f"(default {d.tokenizer})")
+    a("--lr", type=float, help="peak learning rate (default: the preset's)")
+    a("--min-lr-ratio", type=float, help=f"cosine floor as a share of --lr (default {d.min_lr_ratio})")
+    a("--warmup", type=float, help=f"LR warmup as a share of the budget (default {d.warmup})")
+    a("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    a("--grad-clip", type=float, help=f"(default {d.grad_clip}; 0: off)")
+    a("--eval-lengths", help="context lengths to evaluate (default: each stage length and twice the last)")
+    a("--eval-tokens", type=int, help=f"validation tokens per eval length (default {d.eval_tokens})")
+    a("--eval-interval", type=float, help=f"seconds of training between evals (default {d.eval_interval:g})")
+    a("--log-interval", type=float, help=f"seconds of training between log lines (0: every step; default {d.log_interval:g})")
+    a("--ckpt-interval", type=float, help=f"seconds of training between checkpoints (default {d.ckpt_interval:g})")
+    a("--out", help="run folder (default runs/<timestamp>)")
+    a("--resume", help="continue the run in this folder")
+    a("--init-from", metavar="DIR", help="start from the weights of a local Hugging Face GPT-NeoX folder "
+      "(config.json + safetensors/bin) of the --preset's shape; schedule, optimizer and clock start fresh")
+    a("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default auto: cuda, mps, cpu)")
+    a("--dtype", choices=["auto", "float32", "bfloat16"], help="autocast dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
+    a("--compile", action="store_true", help="torch.compile; every stage length compiles before the clock starts")
+    a("--attn", choices=ATTN_BACKENDS, help="attention backend (default: triton on CUDA, sdpa elsewhere)")
+    a("--seed", type=int, help=f"(default {d.seed})")
+    a("--sample-tokens", type=int, help=f"tokens of text to print at the end (0: none; default {d.sample_tokens})")
+    a("--stop-at-step", type=int,
+      help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
+    a("--rope-switch", choices=ROPE_SWITCHES,
+      help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default {d.rope_switch})")
+    return p
+
+
+def parse_config(argv=None, description: str = "Train with GrowLength."):
+    """-> (config, names of the flags given explicitly); on --resume the saved config is the base."""
+    given = vars(build_parser(description).parse_args(argv))
+    return TrainConfig(**given), set(given)
+
+
+def check_config(cfg: TrainConfig):
+    """Flags that argparse's types let through but that would silently mean something else
+    (written so that NaN fails every check: comparisons with NaN are False)."""
+    checks = [
+        (cfg.lr is None or (math.isfinite(cfg.lr) and cfg.lr > 0), f"--lr {cfg.lr}: must be a positive number"),
+        (0.0 <= cfg.min_lr_ratio <= 1.0, f"--min-lr-ratio {cfg.min_lr_ratio}: must be in [0, 1]"),
+        (0.0 <= cfg.warmup < 1.0, f"--warmup {cfg.warmup}: must be in [0, 1), a share of the budget"),
+        (0.0 <= cfg.weight_decay < math.inf, f"--weight-decay {cfg.weight_decay}: must be >= 0"),
+        (0.0 <= cfg.grad_clip < math.inf, f"--grad-clip {cfg.grad_clip}: must be >= 0 (0: off)"),
+        (0 <= cfg.seed < 2 ** 63, f"--seed {cfg.seed}: must be in 0 .. 2**63-1"),
+        (str(cfg.data).strip() != "", "--data '': give 'shakespeare', a prepared folder, or a text file/folder"),
+        (cfg.eval_tokens > 0, f"--eval-tokens {cfg.eval_tokens}: must be positive"),
+        (cfg.sample_tokens >= 0, f"--sample-tokens {cfg.sample_tokens}: must be >= 0"),
+    ] + [(0.0 <= getattr(cfg, f"{name}_interval") < math.inf, f"--{name}-interval: must be seconds >= 0")
+         for name in ("eval", "log", "ckpt")]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def merge_resumed(cfg: TrainConfig, explicit: set, saved_config: dict) -> TrainConfig:
+    """The checkpoint's config, with the flags given now on top (a longer budget extends a run)."""
+    saved = TrainConfig(**{k: v for k, v in saved_config.items() if k in {f.name for f in fields(TrainConfig)}})
+    for name in sorted(explicit & set(FIXED_ON_RESUME)):
+        if getattr(cfg, name) != getattr(saved, name):
+            raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
+                            f"checkpoint's {getattr(saved, name)}; resuming cannot change it")
+    if "init_from" in explicit:
+        raise UserError("--init-from starts a new run from other weights; it cannot be combined with --resume")
+    for name in explicit:
+        setattr(saved, name, getattr(cfg, name))
+    # Flags about this invocation, not the run: never inherited from the checkpoint.
+    saved.resume, saved.out, saved.stop_at_step = cfg.resume, cfg.resume, cfg.stop_at_step
+    return saved
