@@ -325,7 +325,8 @@ def bench_lengths(args):
 
 
 def _lengths_table(rows, args, cuda):
-    from model import flops_per_token, make_config, peak_flops
+    from harness.device import peak_flops
+    from model import flops_per_token, make_config
     longest = max(rows, key=lambda r: r["T"])      # the ratios' base, however --lengths was ordered
     mem = "peak_gib" if cuda else "step_gib"   # CPU: RSS above the process's size before the first step
     peak = peak_flops("cuda") if cuda and not args.max_batch else None     # MFU where the bf16 peak is known

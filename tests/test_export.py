@@ -219,7 +219,7 @@ def test_a_folder_with_another_tokenizer_is_refused(tmp_path):
     folder = tmp_path / "hf"
     folder.mkdir()
     export.check_tokenizer(folder, "gpt2")                    # no tokenizer files: nothing to compare
-    gpt2 = json.loads((export.gpt2_files() / "encoder.json").read_text())
+    gpt2 = json.loads((datalib.gpt2_files() / "encoder.json").read_text())
     (folder / "vocab.json").write_text(json.dumps(gpt2))
     export.check_tokenizer(folder, "gpt2")                    # GPT-2's own: fine
     with pytest.raises(export.ExportError, match="not the run's byte tokenizer"):

@@ -152,7 +152,8 @@ def test_long_experiment_runs_at_cpu_scale(tmp_path):
     stay out of the repository), on budgets of seconds."""
     for f in ROOT.glob("*.py"):
         shutil.copy(f, tmp_path)
-    shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("kernels", "harness"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "data").mkdir()
     shutil.copy(ROOT / "data" / "shakespeare.txt.gz", tmp_path / "data")
     r = subprocess.run([sys.executable, "experiments.py", "long", "--scale", "cpu", "--budget", "2s",
