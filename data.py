@@ -67,6 +67,15 @@ class TokenData:
                             f"tokenizer (vocab {self.vocab_size})")
         return ids
 
+    def check_windows(self, train_len: int, eval_len: int):
+        """Up front, not at the first batch: a window is T+1 tokens, so the longest stage must fit
+        the training split and the longest eval length the validation split."""
+        for split, T, what in (("train", train_len, "stage length"), ("val", eval_len, "eval length")):
+            n = len(self.splits[split])
+            if n < T + 1:
+                raise DataError(f"{self.folder}: the {split} split has {n:,} tokens, fewer than one window "
+                                f"at {what} {T}; use a larger corpus or shorter lengths")
+
     def get_batch(self, split: str, batch_size: int, seq_len: int, generator=None, device="cpu"):
         """B random windows of seq_len+1 tokens -> x (B, T), y (B, T) int64, y shifted by one."""
         ids = self.splits[split]

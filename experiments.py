@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 import plot
+import prepare
 import schedule as sched
 import train
 from harness import cli
@@ -320,7 +321,7 @@ def trained(out: Path):
     the RoPE scaling its checkpoint's model config reached, on the data it was trained on."""
     ckpt = load_checkpoint(str(out))
     saved = ckpt["config"]
-    return model_from_checkpoint(ckpt, str(out)), train.open_data(saved["data"], saved["tokenizer"])
+    return model_from_checkpoint(ckpt, str(out)), prepare.open_data(saved["data"], saved["tokenizer"])
 
 
 @torch.no_grad()

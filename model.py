@@ -109,6 +109,11 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
     return freq, 0.1 * math.log(s) + 1.0
 
 
+def machine_memory() -> int:
+    """Bytes of RAM on this machine: the bound for what may be allocated on a CPU."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def rope_table_len(T: int) -> int:
     """RoPE tables grow to the next power of two, so a slowly growing T does not rebuild every call."""
     return max(T, 2 ** math.ceil(math.log2(max(T, 1))))
@@ -199,15 +204,21 @@ class CausalSelfAttention(nn.Module):
         self.dense = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.rotary = Rotary(int(cfg.head_dim * cfg.rotary_pct), cfg.rope_base)
 
+    def qkv(self, x, pos: int = 0):
+        """q, k, v (B, nh, t, hs) of tokens x (B, t, C) at positions pos..pos+t-1, RoPE applied to
+        q and k. Views of the one projection, not copies: the Triton kernel and SDPA take any strides."""
+        B, t, C = x.shape
+        # NeoX packs q, k, v per head: the projection reads as (B, t, nh, 3, hs).
+        qkv = self.query_key_value(x).view(B, t, self.n_head, 3, self.head_dim)
+        qk, v = qkv.split([2, 1], dim=3)   # views (B, t, nh, 2, hs), (B, t, nh, 1, hs); backward: one cat
+        cos, sin = self.rotary.tables(pos + t, x.device)                   # grown past the trained length if needed
+        cos, sin = cos[pos:, None, None], sin[pos:, None, None]            # (t, 1, 1, rot_dim): these positions
+        q, k = apply_rope(qk, cos, sin).unbind(3)                          # (B, t, nh, hs) each
+        return q.transpose(1, 2), k.transpose(1, 2), v.squeeze(3).transpose(1, 2)
+
     def forward(self, x):
         B, T, C = x.shape
-        # NeoX packs q, k, v per head: the projection reads as (B, T, nh, 3, hs).
-        qkv = self.query_key_value(x).view(B, T, self.n_head, 3, self.head_dim)
-        qk, v = qkv.split([2, 1], dim=3)   # views (B, T, nh, 2, hs), (B, T, nh, 1, hs); backward: one cat
-        cos, sin = self.rotary.tables(T, x.device)                         # (T, rot_dim)
-        q, k = apply_rope(qk, cos[:, None, None], sin[:, None, None]).unbind(3)  # (B, T, nh, hs) each
-        # (B, nh, T, hs) views, not copies: the Triton kernel takes any strides, and so does SDPA.
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.squeeze(3).transpose(1, 2)
+        q, k, v = self.qkv(x)                                              # (B, nh, T, hs) each
         y = attention(q, k, v, self.cfg.attn)                              # (B, nh, T, hs)
         # The Triton kernel writes y as (B, T, nh, hs) in memory, so this reshape is a free
         # view there; for the other backends it may copy.
@@ -220,11 +231,7 @@ class CausalSelfAttention(nn.Module):
         kv: this layer's (keys, values) buffers, each (B, nh, max_len, hs); rows < pos hold the
         earlier tokens. Plain SDPA, not the Triton kernel: a decode step is one query row."""
         B, t, C = x.shape
-        qkv = self.query_key_value(x).view(B, t, self.n_head, 3 * self.head_dim)
-        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)   # each (B, nh, t, hs)
-        cos, sin = self.rotary.tables(pos + t, x.device)              # grown past the trained length if needed
-        cos, sin = cos[pos:], sin[pos:]                               # (t, rot_dim): the new positions only
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.qkv(x, pos)                                         # (B, nh, t, hs) each
         keys, values = kv
         keys[:, :, pos:pos + t], values[:, :, pos:pos + t] = k, v
         # New token i (at pos+i) sees keys 0..pos+i: causal, shifted by the cached prefix. A single
@@ -401,7 +408,7 @@ class GPT(nn.Module):
         size = 2 * c.n_layer * math.prod(shape) * w.element_size()
         what = f"the KV cache for {batch} x {max_len:,} tokens needs {size / 2 ** 30:,.1f} GiB"
         if w.device.type != "cuda":
-            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            ram = machine_memory()
             if size > ram // 2:
                 raise MemoryError(f"{what}, over half of this machine's {ram / 2 ** 30:.0f} GiB")
         try:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import TOKENIZERS, DataError, get_tokenizer, token_dtype
+from data import TOKENIZERS, DataError, TokenData, get_tokenizer, token_dtype
 from harness import cli
 from harness.files import atomic_write
 
@@ -596,6 +596,15 @@ def _prepared_key(out: Path):
 
 
 # ----------------------------------------------------------------------------- command line
+
+def open_data(data: str, tokenizer: str) -> TokenData:
+    """--data as a TokenData, prepared first if needed, refused if made with another tokenizer."""
+    folder = resolve(data, tokenizer)
+    tokens = TokenData(folder)
+    if tokens.tokenizer != tokenizer:
+        raise DataError(f"{folder} was prepared with the {tokens.tokenizer} tokenizer, not {tokenizer}")
+    return tokens
+
 
 def main(argv=None) -> int:
     p = cli.OneLineParser(description="Tokenize text into train.bin/val.bin + meta.json, streaming.")

@@ -172,15 +172,17 @@ class Plan:
     def stage_at(self, progress: float) -> Stage:
         return self.stages[self.stage_index(progress)]
 
+    def budget_point(self, progress: float) -> str:
+        """A point of the budget in the budget's own unit: '60.0s' or '0.25M tok'."""
+        return f"{progress * self.budget_s:.1f}s" if self.budget_s else f"{progress * self.max_tokens / 1e6:.2f}M tok"
+
     def table(self) -> str:
         """The stage table printed before training starts."""
-        unit = (lambda p: f"{p * self.budget_s:8.1f}s") if self.budget_s else \
-               (lambda p: f"{p * self.max_tokens / 1e6:7.2f}M tok")
         # micro: sequences per forward/backward on each rank; accumulation makes up the rest.
         rows = ["stage  seq_len  batch  micro  tokens/step        from          to"]
         for i, s in enumerate(self.stages):
             rows.append(f"{i + 1:5d}  {s.seq_len:7d}  {s.batch_size:5d}  {s.micro_batch:5d}  "
-                        f"{self.tokens_per_step:11d}  {unit(s.start):>10}  {unit(s.end):>10}")
+                        f"{self.tokens_per_step:11d}  {self.budget_point(s.start):>10}  {self.budget_point(s.end):>10}")
         return "\n".join(rows)
 
 

@@ -8,10 +8,9 @@ Every step, in order: schedule (stage, batch, LR from progress) -> train -> log 
 checkpoint. Progress is the share of the budget used (wallclock or tokens, schedule.py); the
 clock counts training only: eval, checkpoints and compile warm-up are outside it.
 
-The file reads as the story: the run's state, building a run (plan, data, model, optimizer,
-state), one training step, evaluation, then `train()`, `train_loop()` and `finish()`. The
-machinery around it (flags, ranks, devices, run folders, checkpoints, console lines) is in
-harness/, one named call each.
+Read top to bottom: the run's state; building a run (plan, data, model, optimizer, state); one
+step and evaluation; `train()`, `train_loop()`, `finish()`. The machinery around it (flags,
+ranks, devices, run folders, checkpoints, console lines) is harness/'s, one named call each.
 """
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
@@ -30,7 +29,6 @@ import export
 import prepare
 import schedule as sched
 from harness import checkpoint as ckpt_file, cli, device as hw, distributed, report
-from harness.cli import UserError
 from harness.config import TrainConfig, check_config, merge_resumed, parse_config
 from harness.report import Interval, LogWindow, WallTime
 from harness.runfolder import Metrics, RunFolder
@@ -38,8 +36,8 @@ from model import GPT, make_config
 
 EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
 JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
-# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 130/143 Ctrl-C/SIGTERM
-# before training started. Once training, a signal checkpoints and exits 0.
+# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 130/143 a signal before
+# training started (once training, a signal checkpoints and exits 0).
 EXIT_NAN, EXIT_OOM = 3, hw.EXIT_OOM
 
 
@@ -65,7 +63,6 @@ class TrainState:
         s["steps"], s["tokens"], s["seconds"] = s["steps"] + 1, s["tokens"] + tokens, s["seconds"] + seconds
 
 
-
 # ----------------------------------------------------------------------------- building a run
 
 @dataclass
@@ -88,10 +85,6 @@ class Run:
     wall: WallTime
     mfu: hw.Mfu                     # model FLOPs utilisation, where the device's peak is known
 
-    def resolved_config(self) -> dict:
-        """The config with the defaults this run chose filled in: what the logs record."""
-        return {**asdict(self.cfg), "budget": self.cfg.budget_or_default(), "attn": self.model.cfg.attn}
-
 
 def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall: WallTime):
     """Everything a run needs -> (Run, TrainState, RunFolder). Every check that can fail runs
@@ -103,10 +96,9 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     plan, eval_lengths = make_plan(cfg, ranks.world)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))
     data = load_data(cfg, ranks)
-    check_lengths(data, plan, eval_lengths)
-    if ckpt is not None and ckpt.get("data_fingerprint") not in (None, data.fingerprint):
-        raise UserError(f"--resume {cfg.resume}: the data changed since the checkpoint (fingerprint "
-                        f"{ckpt['data_fingerprint']} -> {data.fingerprint}); resuming would train on other tokens")
+    data.check_windows(plan.stages[-1].seq_len, max(eval_lengths))
+    if ckpt is not None:
+        ckpt_file.check_data(ckpt, data.fingerprint, f"--resume {cfg.resume}")
     model, opt = build_model(cfg, attn, data.vocab_size, device, ckpt)
     state, gen = start_state(cfg, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
@@ -137,25 +129,7 @@ def make_plan(cfg: TrainConfig, world: int):
 def load_data(cfg: TrainConfig, ranks: distributed.Ranks) -> datalib.TokenData:
     """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective)."""
     distributed.agree(ranks, prepare.resolve if ranks.master else None, cfg.data, cfg.tokenizer)
-    return distributed.agree(ranks, open_data, cfg.data, cfg.tokenizer)
-
-
-def open_data(data: str, tokenizer: str) -> datalib.TokenData:
-    folder = prepare.resolve(data, tokenizer)
-    tokens = datalib.TokenData(folder)
-    if tokens.tokenizer != tokenizer:
-        raise UserError(f"{folder} was prepared with the {tokens.tokenizer} tokenizer, not {tokenizer}")
-    return tokens
-
-
-def check_lengths(data: datalib.TokenData, plan: sched.Plan, eval_lengths):
-    """A window is T+1 tokens: every stage must fit the training split, every eval length the validation split."""
-    for split, longest, what in (("train", plan.stages[-1].seq_len, "stage length"),
-                                 ("val", max(eval_lengths), "eval length")):
-        n = len(data.splits[split])
-        if n < longest + 1:
-            raise UserError(f"{data.folder}: the {split} split has {n:,} tokens, fewer than one window "
-                            f"at {what} {longest}; use a larger corpus or shorter lengths")
+    return distributed.agree(ranks, prepare.open_data, cfg.data, cfg.tokenizer)
 
 
 def build_model(cfg: TrainConfig, attn: str, vocab_size: int, device: str, ckpt: Optional[dict]):
@@ -177,10 +151,7 @@ def build_model(cfg: TrainConfig, attn: str, vocab_size: int, device: str, ckpt:
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.peak_lr(), betas=(0.9, 0.95),
                             fused=device == "cpu" or device.startswith("cuda"))  # one kernel: ~10% a step on CPU
     if ckpt is not None:
-        try:
-            opt.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"--resume: checkpoint optimizer does not fit the model ({str(e).splitlines()[0]})") from None
+        ckpt_file.load_optimizer(opt, ckpt, "--resume")
     return model, opt
 
 
@@ -254,7 +225,7 @@ def checkpoint(run: Run, state: TrainState):
         state.torch_rng = torch.get_rng_state()
         if run.ranks.master:
             ckpt_file.save_checkpoint(run.out / "ckpt.pt", asdict(run.cfg), run.model, run.opt, asdict(state),
-                            run.data.fingerprint)
+                                      run.data.fingerprint)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -269,23 +240,7 @@ def train(argv=None) -> int:
     run, state, folder = build(cfg, ranks, ckpt, WallTime(ckpt["state"].elapsed_s if ckpt else 0.0))
     stop, code = None, None
     try:
-        if ranks.master:
-            report.announce(run.device, ranks.world, run.dtype, run.model, run.data, run.resolved_config(),
-                            state.step, state.elapsed_s, state.tokens)
-        with run.wall.part("warm-up"):
-            run.plan = hw.warm_up(run.plan, run.model, run.train_model, run.autocast, run.device, ranks,
-                               auto=cfg.micro_batch_tokens == "auto", compile=cfg.compile,
-                               optimizer_started=bool(run.opt.state))
-        if ranks.master:
-            print(run.plan.table())
-        if ckpt is None:    # the first record of metrics.jsonl
-            run.metrics.write("config", **run.resolved_config(), model=run.model.cfg.shape(), params=run.model.num_params(),
-                              resolved_device=run.device, world_size=ranks.world,
-                              micro_batches={str(st.seq_len): st.micro_batch for st in run.plan.stages})
-        evaluate_now = report.Evaluator(functools.partial(evaluate, run.model, run.data, run.eval_lengths, cfg.eval_tokens,
-                                                          run.device, run.autocast), run.metrics, run.wall, ranks.master)
-        if ckpt is None:
-            evaluate_now(state, "start")
+        evaluate_now = start(run, state, resumed=ckpt is not None)
         stop = cli.StopRequest(cfg.stop_at_step)   # from here on, Ctrl-C stops after a step, with a checkpoint
         code = train_loop(run, state, evaluate_now, stop)
         return code
@@ -293,10 +248,31 @@ def train(argv=None) -> int:
         if stop is not None:
             stop.restore()
         run.metrics.close()
-        if folder is not None and code != 0 and state.step == 0:
-            folder.discard_if_unused()      # failed before any step (an exception, OOM, NaN, a signal)
-        elif folder is not None:
-            folder.release()
+        if folder is not None:      # failed before any step (an exception, OOM, NaN, a signal): leave no trace
+            folder.close(unused=code != 0 and state.step == 0)
+
+
+def start(run: Run, state: TrainState, resumed: bool) -> report.Evaluator:
+    """Before the clock starts: the header, warm-up (GPU micro-batches, compiles), the stage
+    table, and for a new run the config record and the first eval. -> the evaluator."""
+    if run.ranks.master:
+        report.announce(run.device, run.ranks.world, run.dtype, run.model, run.data,
+                        run.cfg.resolved(run.model.cfg.attn), state.step, state.elapsed_s, state.tokens)
+    with run.wall.part("warm-up"):
+        run.plan = hw.warm_up(run.plan, run.model, run.train_model, run.autocast, run.device, run.ranks,
+                              auto=run.cfg.micro_batch_tokens == "auto", compile=run.cfg.compile,
+                              optimizer_started=bool(run.opt.state))
+    if run.ranks.master:
+        print(run.plan.table())
+    evaluate_now = report.Evaluator(functools.partial(evaluate, run.model, run.data, run.eval_lengths,
+                                                      run.cfg.eval_tokens, run.device, run.autocast),
+                                    run.metrics, run.wall, run.ranks.master)
+    if not resumed:     # the first record of metrics.jsonl, then where the run starts from
+        run.metrics.write("config", **run.cfg.resolved(run.model.cfg.attn), model=run.model.cfg.shape(),
+                          params=run.model.num_params(), resolved_device=run.device, world_size=run.ranks.world,
+                          micro_batches={str(st.seq_len): st.micro_batch for st in run.plan.stages})
+        evaluate_now(state, "start")
+    return evaluate_now
 
 
 def train_loop(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop: cli.StopRequest) -> int:
@@ -376,7 +352,7 @@ def log(run: Run, state: TrainState, i: int, lr: float, window: LogWindow):
                   batch_size=stage.batch_size, loss=round(loss, 6), lr=lr, tokens_per_s=round(tps, 1),
                   **({"mfu": round(mfu, 4)} if mfu is not None else {}))
     run.metrics.write("train", **record)
-    report.log_line(record, i, len(run.plan.stages), run.plan.budget_s, run.plan.max_tokens)
+    report.log_line(record, i, len(run.plan.stages), run.plan.budget_point(1.0))
 
 
 def begin_stage(run: Run, state: TrainState, i: int):

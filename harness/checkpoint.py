@@ -58,6 +58,20 @@ def check_shape(ckpt: dict, shape: dict, where: str):
         raise UserError(f"{where}: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
 
 
+def load_optimizer(opt, ckpt: dict, where: str):
+    try:
+        opt.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"{where}: checkpoint optimizer does not fit the model ({str(e).splitlines()[0]})") from None
+
+
+def check_data(ckpt: dict, fingerprint: str, where: str):
+    """A run continues on the tokens it trained on: the data's fingerprint must not have changed."""
+    if ckpt.get("data_fingerprint") not in (None, fingerprint):
+        raise UserError(f"{where}: the data changed since the checkpoint (fingerprint "
+                        f"{ckpt['data_fingerprint']} -> {fingerprint}); resuming would train on other tokens")
+
+
 def model_from_checkpoint(ckpt: dict, where: str, attn: str = "sdpa") -> GPT:
     """The checkpoint's model with its weights, on the CPU. The attention backend is a runtime
     choice (sdpa runs anywhere); the weights do not depend on it."""

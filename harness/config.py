@@ -1,7 +1,7 @@
 """train.py's flags -> TrainConfig, the checks argparse cannot make, and merging on --resume."""
 import argparse
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 from data import TOKENIZERS
@@ -49,6 +49,10 @@ class TrainConfig:
 
     def peak_lr(self) -> float:
         return self.lr or PRESET_LR[self.preset]
+
+    def resolved(self, attn: str) -> dict:
+        """The config with the defaults a run chose filled in: what the logs record."""
+        return {**asdict(self), "budget": self.budget_or_default(), "attn": attn}
 
     def budget_or_default(self) -> Optional[str]:
         """--budget, or the default one when neither budget flag was given. Resolved here and not

@@ -1,7 +1,6 @@
 """Where a run computes: device and dtype, the device's peak (for MFU), what fits in memory, and
 the one-line reports when it does not. On a GPU, `warm_up` finds each stage's micro-batch before
 the clock starts; on a CPU almost all of this returns at once."""
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -12,7 +11,7 @@ import schedule as sched
 from harness.cli import UserError
 from kernels import interpreting
 from harness.distributed import Ranks, min_over_ranks
-from model import flops_per_token, rope_table_len
+from model import flops_per_token, machine_memory, rope_table_len
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; MFU is
 # printed only for these devices (on anything else we do not know the denominator).
@@ -77,10 +76,6 @@ class Mfu:
         if self.peak is None:
             return None
         return tokens_per_s * flops_per_token(self.model_cfg, seq_len) / (self.peak * self.world)
-
-
-def machine_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check_memory(plan: sched.Plan, eval_lengths, mcfg):

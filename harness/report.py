@@ -24,13 +24,12 @@ def stage_line(i: int, n: int, stage, tokens_per_step: int):
           f"x {stage.seq_len} = {tokens_per_step} tokens/step")
 
 
-def log_line(record: dict, i: int, n: int, budget_s, max_tokens):
-    of = f"{budget_s:.0f}s" if budget_s else f"{max_tokens / 1e6:.2f}M tok"
+def log_line(record: dict, i: int, n: int, budget: str):
     mfu = record.get("mfu")
     print(f"stage {i + 1}/{n} T={record['seq_len']:5d} B={record['batch_size']:4d} | step {record['step']:5d} | "
           f"loss {record['loss']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:6.1f}k tok/s" +
           (f" | mfu {mfu:.1%}" if mfu is not None else "") +
-          f" | {record['elapsed_s']:6.1f}s {record['tokens'] / 1e6:.2f}M tok / {of}")
+          f" | {record['elapsed_s']:6.1f}s {record['tokens'] / 1e6:.2f}M tok / {budget}")
 
 
 def eval_line(step: int, elapsed_s: float, reason: str, losses: dict):

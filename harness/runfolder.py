@@ -81,6 +81,9 @@ class RunFolder:
     def release(self):
         self.lock.close()
 
+    def close(self, unused: bool):
+        self.discard_if_unused() if unused else self.release()
+
     def discard_if_unused(self):
         """A new run that failed before its first step leaves nothing behind (its folder too,
         if it made it), so the same command, mended, can run again in the same --out."""
