@@ -37,36 +37,48 @@ DATA_NAMES = {"TokenData", "ByteTokenizer", "GPT2Tokenizer", "get_tokenizer", "t
 
 # ----------------------------------------------------------------------------- the exercise tests
 
-def run_course_tests(impl: str, tmp_path_factory) -> dict:
-    """Run course/'s tests against one implementation folder -> {test id: passed|failed|skipped}."""
-    xml = tmp_path_factory.mktemp(impl) / "junit.xml"
-    env = dict(os.environ, GROWLENGTH_COURSE_IMPL=impl)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "course/", "-q", "-p", "no:cacheprovider",
-                           "-o", "addopts=", f"--junitxml={xml}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert xml.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    outcomes = {}
-    for case in ET.parse(xml).iter("testcase"):
-        kinds = {child.tag for child in case}
-        outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
-        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
-    assert outcomes, f"no course test ran for {impl}:\n{proc.stdout[-3000:]}"
-    return outcomes
+def run_course_tests(impls, tmp_path_factory) -> dict:
+    """Run course/'s tests against each implementation folder, all at once (each is one mostly
+    single-threaded process) -> {impl: {test id: passed|failed|skipped}}."""
+    procs = {}
+    for impl in impls:
+        xml = tmp_path_factory.mktemp(impl) / "junit.xml"
+        env = dict(os.environ, GROWLENGTH_COURSE_IMPL=impl)
+        procs[impl] = xml, subprocess.Popen(
+            [sys.executable, "-m", "pytest", "course/", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+             f"--junitxml={xml}"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = {}
+    for impl, (xml, proc) in procs.items():
+        out, _ = proc.communicate(timeout=300)
+        assert xml.exists(), f"{impl}: {out[-3000:]}"
+        outcomes = {}
+        for case in ET.parse(xml).iter("testcase"):
+            kinds = {child.tag for child in case}
+            outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+            outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
+        assert outcomes, f"no course test ran for {impl}:\n{out[-3000:]}"
+        results[impl] = outcomes
+    return results
 
 
 @pytest.fixture(scope="module")
-def solutions(tmp_path_factory):
-    return run_course_tests("solutions", tmp_path_factory)
+def course_runs(tmp_path_factory):
+    return run_course_tests(["solutions", "exercises", "mutants"], tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def stubs(tmp_path_factory):
-    return run_course_tests("exercises", tmp_path_factory)
+def solutions(course_runs):
+    return course_runs["solutions"]
 
 
 @pytest.fixture(scope="module")
-def mutants(tmp_path_factory):
-    return run_course_tests("mutants", tmp_path_factory)
+def stubs(course_runs):
+    return course_runs["exercises"]
+
+
+@pytest.fixture(scope="module")
+def mutants(course_runs):
+    return course_runs["mutants"]
 
 
 def functions(path: Path) -> dict:
@@ -194,25 +206,29 @@ def commands():
                     yield doc.name, tokens[1:]
 
 
-def help_text(script: str, sub) -> str:
-    argv = [sys.executable, script] + ([sub] if sub else []) + ["--help"]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+def help_texts(keys) -> dict:
+    """(script, subcommand or None) -> its --help text; the scripts start (import torch) at once."""
+    procs = {key: subprocess.Popen([sys.executable, key[0]] + ([key[1]] if key[1] else []) + ["--help"],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for key in keys}
+    texts = {}
+    for key, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{key}: {err[-2000:]}"
+        texts[key] = out
+    return texts
 
 
 def test_lab_commands_use_flags_that_exist():
     found = list(commands())
     assert {doc for doc, _ in found} >= {lab.name for lab in LABS if not lab.name.startswith("lab4")}
-    helps = {}
     for doc, tokens in found:
-        script = tokens[0]
-        assert script not in ("data.py", "prepare.py", "cli.py"), f"{doc}: {' '.join(tokens)}"
-        assert (ROOT / script).exists(), f"{doc}: no {script}"
-        sub = tokens[1] if script == "bench.py" else None
-        key = (script, sub)
-        if key not in helps:
-            helps[key] = help_text(script, sub)
+        assert tokens[0] not in ("data.py", "prepare.py", "cli.py"), f"{doc}: {' '.join(tokens)}"
+        assert (ROOT / tokens[0]).exists(), f"{doc}: no {tokens[0]}"
+    key_of = lambda tokens: (tokens[0], tokens[1] if tokens[0] == "bench.py" else None)
+    helps = help_texts({key_of(tokens) for _, tokens in found})
+    for doc, tokens in found:
+        script, sub = key = key_of(tokens)
         for flag in (t.split("=")[0] for t in tokens if t.startswith("--")):
             assert re.search(rf"(^|\s|\[){re.escape(flag)}(?![\w-])", helps[key]), \
                 f"{doc}: `python {' '.join(tokens)}` uses {flag}, which {script} {sub or ''} --help does not list"
