@@ -1,0 +1,17 @@
+"""Lab 2, wrong on purpose: a boundary given to the stage it closes; steps rounded down per stage."""
+import math
+
+MUTATED = ["stage_at", "steps_per_stage"]
+
+
+def stage_at(progress, ratios):
+    total, end = sum(ratios), 0.0
+    for i, r in enumerate(ratios[:-1]):
+        end += r / total
+        if progress <= end:
+            return i
+    return len(ratios) - 1
+
+
+def steps_per_stage(schedule, ratios, max_tokens, tokens_per_step):
+    return [math.floor(r / sum(ratios) * max_tokens / tokens_per_step) for r in ratios]

@@ -1,0 +1,17 @@
+"""Lab 6, wrong on purpose: the 'before' window ends one step late (it takes the new stage's
+first step); NTK's base stretched by s instead of s^(d/(d-2))."""
+import numpy as np
+
+from course.solutions.lab6_switch import loss_jumps as right_jumps
+
+MUTATED = ["loss_jumps", "ntk_frequencies"]
+
+
+def loss_jumps(seq_lens, losses, k=5):
+    shifted_lens = [seq_lens[0]] + list(seq_lens[:-1])   # every switch detected one step late
+    return right_jumps(shifted_lens, losses, k)
+
+
+def ntk_frequencies(inv_freq, base, s):
+    d = 2 * len(inv_freq)
+    return 1.0 / (base * s) ** (np.arange(0, d, 2, dtype=np.float64) / d)
