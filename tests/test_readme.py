@@ -26,3 +26,12 @@ def test_reading_order_line_counts_are_true():
     assert not wrong, f"README says (said, true): {wrong}"  # update the table when a file changes
     said = re.search(r"reading path.*? is ([\d,]+) lines", readme, re.S)
     assert said and int(said.group(1).replace(",", "")) == sum(lines(p) for p in READING)
+
+
+if __name__ == "__main__":      # python tests/test_readme.py: rewrite the counts after a change
+    text = (ROOT / "README.md").read_text()
+    for path, said in table_rows(text):
+        text = re.sub(rf"(`{re.escape(path)}`[^\n]*\| ){said:,}( \|)$", rf"\g<1>{lines(path):,}\g<2>", text, flags=re.M)
+    text = re.sub(r"(reading path.*? is )[\d,]+( lines)", rf"\g<1>{sum(lines(p) for p in READING):,}\g<2>", text,
+                  count=1, flags=re.S)
+    (ROOT / "README.md").write_text(text)
