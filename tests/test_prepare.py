@@ -230,12 +230,100 @@ def test_out_holding_another_corpus_is_refused_unless_force(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "p"]
 
 
+def test_a_file_inside_a_prepared_folder_is_refused(tmp_path):
+    (tmp_path / "c.txt").write_text(TEXT)
+    out = P.prepare(tmp_path / "c.txt", tmp_path / "p", "byte")
+    (out / "notes.txt").write_text("put there by hand")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for name in ("train.bin", "val.bin", "meta.json", "notes.txt"):     # never trained on as text
+        with pytest.raises(D.DataError, match=rf"--data .*{name} is inside the prepared folder "
+                                              rf".*p: pass the folder itself \(--data .*p\)"):
+            P.resolve(str(out / name), "byte")
+    with pytest.raises(D.DataError, match="is inside the prepared folder"):
+        P.prepare(tmp_path / "c.txt", out / "cache", "byte")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before     # no cache folder inside
+    (tmp_path / "tokens.bin").write_bytes((out / "train.bin").read_bytes())
+    with pytest.raises(D.DataError, match="a .bin file holds token ids, not text"):
+        P.resolve(str(tmp_path / "tokens.bin"), "byte")
+    assert P.resolve(str(out), "byte") == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "p", "tokens.bin"]
+
+
+# ----------------------------------------------------------------------------- bytes that are not UTF-8
+
+BAD = b"caf\xe9 au lait, \xff\xfe twice; it ends inside a character \xe2\x82"
+CLEAN = "a clean document, naïve café — " * 20
+
+
+def bad_utf8_corpus(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text(CLEAN)
+    (folder / "b.txt").write_bytes(BAD)
+    (folder / "c.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    return folder
+
+
+def gpt2_stream(docs):
+    tok = D.get_tokenizer("gpt2")
+    ids = []
+    for doc in docs:
+        ids += ([tok.eot_token] if ids else []) + tok.encode(doc)
+    return ids
+
+
+def test_bad_utf8_is_replaced_by_default_and_counted(tmp_path, capsys):
+    out = P.prepare(bad_utf8_corpus(tmp_path), tmp_path / "p", "gpt2", val_fraction=0.2, progress=True)
+    # as bytes.decode(errors="replace") does it, the way the ecosystem reads such text
+    replaced = BAD.decode("utf-8", "replace")
+    assert all_tokens(out) == gpt2_stream([CLEAN, replaced, "fine", "caf\ufffd"])
+    meta = json.loads((out / "meta.json").read_text())
+    n = replaced.count("\ufffd") + 1
+    assert (meta["bad_utf8"], meta["bad_utf8_documents"], meta["bad_utf8_replaced"]) == ("replace", 2, n)
+    assert meta["documents"] == 4
+    assert f"warning: 2 documents held invalid UTF-8: {n} invalid sequences replaced by U+FFFD " \
+           f"(--bad-utf8 replace)" in capsys.readouterr().err
+
+
+def test_bad_utf8_skip_drops_the_documents(tmp_path):
+    out = P.prepare(bad_utf8_corpus(tmp_path), tmp_path / "p", "gpt2", val_fraction=0.2, bad_utf8="skip")
+    assert all_tokens(out) == gpt2_stream([CLEAN, "fine"])
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["bad_utf8_documents"], meta["skipped_files"], meta["bad_utf8_replaced"]) == (2, 1, 0)
+    assert meta["documents"] == 2
+
+
+@pytest.mark.parametrize("name, message", [("b.txt", r"b.txt: not valid UTF-8 at byte 3 \(--bad-utf8 replace or skip"),
+                                           ("c.jsonl", r"c.jsonl:2: not valid UTF-8 at byte 13 ")])
+def test_bad_utf8_stop_is_one_error(tmp_path, name, message):
+    folder = bad_utf8_corpus(tmp_path)
+    with pytest.raises(D.DataError, match=message) as e:
+        P.prepare(folder / name, tmp_path / "p", "gpt2", bad_utf8="stop")
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_bad_utf8_choice_is_part_of_the_preparation(tmp_path):
+    folder = bad_utf8_corpus(tmp_path)
+    out = P.prepare(folder, tmp_path / "p", "gpt2", val_fraction=0.2)
+    replaced = D.TokenData(out).fingerprint
+    with pytest.raises(D.DataError, match="prepared from other inputs or settings"):
+        P.prepare(folder, out, "gpt2", val_fraction=0.2, bad_utf8="skip")
+    P.prepare(folder, out, "gpt2", val_fraction=0.2, bad_utf8="skip", force=True)
+    assert D.TokenData(out).fingerprint != replaced
+    # A choice that changed nothing keeps the fingerprint: here, the one this corpus had before
+    # --bad-utf8 existed (so checkpoints made then still resume on it).
+    (tmp_path / "clean.txt").write_text("A clean corpus, naïve café —\n" * 40)
+    for choice in P.BAD_UTF8:
+        assert D.TokenData(P.prepare(tmp_path / "clean.txt", tmp_path / choice, "gpt2",
+                                     bad_utf8=choice)).fingerprint == "837e120855e0cd71"
+
+
 # ----------------------------------------------------------------------------- bad input: one line, nothing overwritten
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: (d / "c.txt").write_text(""), "the corpus is empty"),
     (lambda d: (d / "c.jsonl").write_text("\n\n"), "the corpus is empty"),
-    (lambda d: (d / "c.txt").write_bytes(b"caf\xe9 au lait"), r"c.txt: not valid UTF-8 at byte 3"),
     (lambda d: (d / "c.txt.gz").write_bytes(gzip.compress(TEXT.encode())[:-4]), "c.txt.gz: cannot read"),
     (lambda d: (d / "c.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n'), r"c.jsonl:2: bad jsonl line"),
     (lambda d: (d / "c.jsonl").write_text('{"text": "ok"}\n\n{"body": "x"}\n'), r"c.jsonl:3: bad jsonl line \(no 'text' field\)"),
