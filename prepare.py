@@ -434,7 +434,7 @@ def _start_pool(tok, workers: int):
             worker.join()
         pool.shutdown(wait=True, cancel_futures=True)
         print(f"warning: cannot start {workers} tokenizer workers ({e.strerror or e}); "
-              f"tokenizing in this process instead (slower; --workers 1 says so up front)",
+              f"tokenizing in this process instead (slower)",
               file=sys.stderr, flush=True)
         return None
 
@@ -640,6 +640,8 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
             print(f"warning: {bad_utf8_summary(stats.bad_utf8_documents, stats.bad_utf8_replaced, bad_utf8)}",
                   file=sys.stderr, flush=True)
     return out_dir
+
+
 def settings(tok, val_fraction=0.1, glob=None, text_field="text", skip_bad_lines=False,
              bad_utf8="replace") -> dict:
     """The settings that change a preparation's tokens: part of its source key and meta.json."""
@@ -650,7 +652,7 @@ def settings(tok, val_fraction=0.1, glob=None, text_field="text", skip_bad_lines
 def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, workers: int,
                   batch_bytes: int, progress: bool, source, extra_meta):
     """The preparation itself, into a staging folder renamed to out_dir when complete. Every
-    way out (an error, Ctrl-C, SIGTERM: both raise here) stops the workers and removes the
+    way out (an error; Ctrl-C and SIGTERM, which raise here) stops the workers and removes the
     staging folder. -> (Stats, seconds)."""
     val_fraction = options["val_fraction"]
     by_document = count_documents(files, min_documents_for_hash_split(val_fraction)) >= \
@@ -822,7 +824,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip (and count) jsonl lines that are not JSON or lack the field, instead of stopping")
     p.add_argument("--bad-utf8", default="replace", choices=BAD_UTF8,
-                   help="bytes that are not UTF-8, for a text tokenizer (counted, in meta.json): "
+                   help="bytes that are not UTF-8 in a jsonl line, or in a text file for gpt2 (the byte "
+                        "tokenizer keeps a text file's raw bytes); counted in meta.json. "
                         + "; ".join(f"{k}: {v}" for k, v in BAD_UTF8.items()))
     p.add_argument("--force", action="store_true", help="replace an --out holding a corpus from other inputs")
     p.add_argument("--batch-bytes", type=int, default=BLOCK, help="text per worker task (memory ~ 4 x workers x this)")

@@ -440,21 +440,55 @@ def slowed(entry: str) -> str:
             "prepare._encode_batch = slow\n" + entry + "\n")
 
 
-def start_preparation(tmp_path, *extra):
+def start_preparation(tmp_path, *extra, entry=PREPARE_CLI, out="out"):
     """prepare.py's command line on ~3 MB (3 slowed batches), in its own process group, once it
-    has written some."""
+    has written some. `entry` may be another program that prepares tmp_path/c.txt into `out`."""
     src = tmp_path / "c.txt"
     src.write_text(TEXT * 600)
-    cmd = [sys.executable, "-c", slowed(PREPARE_CLI), "--input", str(src), "--out", str(tmp_path / "out"), *extra]
+    args = ["--input", str(src), "--out", str(tmp_path / "out")] if entry == PREPARE_CLI else []
+    cmd = [sys.executable, "-c", slowed(entry), *args, *extra]
     # SIGINT back to its default first: a shell starts background jobs with it ignored, and
     # Python then never raises KeyboardInterrupt (a CI runner may do that to this test).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
-    while not any(p.stat().st_size for p in tmp_path.glob(".out.partial-*/*.bin.tmp*")):   # written some
+    while not any(p.stat().st_size for p in tmp_path.glob(f".{out}.partial-*/*.bin.tmp*")):   # written some
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.02)
     return proc
+
+
+def running(group: int) -> list:
+    """The pids of a process group that still run (a zombie has ended: it only awaits its reaper)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue                          # ended while we looked
+        if int(pgrp) == group and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def gone(group: int) -> list:
+    """running(group) once it is empty, or after 15 s (a worker dies within a second of its parent)."""
+    deadline = time.time() + 15
+    while running(group) and time.time() < deadline:
+        time.sleep(0.05)
+    return running(group)
+
+
+@pytest.fixture
+def groups():
+    """Process groups a test starts; whatever of them is left at its end is killed, pass or fail."""
+    started = []
+    yield started
+    for group in started:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_killed_preparation_leaves_no_valid_looking_output(tmp_path):
@@ -467,6 +501,85 @@ def test_killed_preparation_leaves_no_valid_looking_output(tmp_path):
         D.TokenData(tmp_path / "out")
     P.prepare(tmp_path / "c.txt", tmp_path / "out", "byte")             # a new run clears the debris
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "out"]
+
+
+# train.py preparing its --data on first use, stopped the same way
+TRAIN_CLI = "import train; sys.exit(train.main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("program", ["prepare.py", "train.py"])
+def test_killed_preparation_leaves_no_worker_behind(tmp_path, groups, program):
+    if program == "prepare.py":
+        proc = start_preparation(tmp_path, "--workers", "2")
+    else:
+        proc = start_preparation(tmp_path, "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "run"),
+                                 entry=TRAIN_CLI, out="c.txt-byte")
+    groups.append(proc.pid)
+    assert len(running(proc.pid)) >= 3                                   # it and its 2 workers
+    proc.kill()                                                          # SIGKILL: it can clean nothing up
+    proc.wait()
+    assert gone(proc.pid) == []                                          # its workers died with it
+
+
+def test_sigterm_stops_the_workers_and_removes_the_partial_folder(tmp_path, groups):
+    proc = start_preparation(tmp_path, "--workers", "2")
+    groups.append(proc.pid)
+    proc.terminate()                                                     # the parent only, as `kill PID`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines() == ["error: stopped by SIGTERM"]
+    assert gone(proc.pid) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_workers_that_cannot_start_are_one_line_not_a_hang(tmp_path, groups):
+    """A process limit (ulimit -u): the OS refuses a fork. Root is exempt from that limit, so the
+    second fork is made to fail the way the kernel fails it."""
+    src = tmp_path / "c.txt"
+    src.write_text(TEXT * 50)
+    refuse = ("import errno, os\n"
+              "real_fork, forks = os.fork, []\n"
+              "def fork():\n"
+              "    forks.append(1)\n"
+              "    if len(forks) > 1:\n"
+              "        raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')\n"
+              "    return real_fork()\n"
+              "os.fork = fork\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, prepare\n" + refuse + PREPARE_CLI, "--input", str(src),
+                             "--out", str(tmp_path / "out"), "--workers", "3"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    groups.append(proc.pid)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.strip().splitlines() == ["warning: cannot start 3 tokenizer workers (Resource temporarily "
+                                        "unavailable); tokenizing in this process instead (slower)"]
+    assert bytes(all_tokens(tmp_path / "out")) == (TEXT * 50).encode()
+    assert gone(proc.pid) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "out"]
+
+
+def test_two_preparations_of_one_out_take_turns(tmp_path, groups, capsys):
+    proc = start_preparation(tmp_path, "--workers", "1")                 # holds out for a few seconds
+    groups.append(proc.pid)
+    (tmp_path / "other.txt").write_text(TEXT.upper())
+    with pytest.raises(D.DataError, match="holds a corpus prepared from other inputs.*--force replaces it"):
+        P.prepare(tmp_path / "other.txt", tmp_path / "out", "byte")      # waits, then sees the first one's
+    assert "waiting for another preparation of" in capsys.readouterr().err
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert bytes(all_tokens(tmp_path / "out")) == (TEXT * 600).encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "other.txt", "out"]
+
+
+def test_resolve_waits_for_the_same_preparation_in_progress(tmp_path, groups, monkeypatch):
+    """Two train.py runs started together on a new corpus: one prepares it, the other waits."""
+    proc = start_preparation(tmp_path, str(tmp_path / "c.txt"), entry="prepare.resolve(sys.argv[1], 'byte')",
+                             out="c.txt-byte")
+    groups.append(proc.pid)
+    written, write = [], P._write_tokens
+    monkeypatch.setattr(P, "_write_tokens", lambda *a: written.append(1) or write(*a))
+    folder = P.resolve(str(tmp_path / "c.txt"), "byte")
+    assert proc.wait(timeout=60) == 0 and written == []                 # up to date once it could look
+    assert bytes(all_tokens(folder)) == (TEXT * 600).encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "c.txt-byte"]
 
 
 def test_ctrl_c_is_one_line_exit_130_and_no_output(tmp_path):
