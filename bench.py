@@ -495,7 +495,7 @@ def cpu_seconds():   # this process and its finished workers
 t0, cpu0 = time.perf_counter(), cpu_seconds()
 try:
     folder = prepare.prepare(None if files else corpus, out, tokenizer, workers=workers, files=files,
-                             skip_non_utf8=bool(files))
+                             bad_utf8="skip" if files else "replace")
 except USER_ERRORS as e:         # a full --tmp disk, say: the parent prints this line
     sys.exit(f"error: {e}")
 meta = json.loads((folder / "meta.json").read_text())

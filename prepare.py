@@ -11,6 +11,8 @@ on first use (and again when its inputs change); a prepared folder is used as it
 """
 import harness.boot  # first: a Ctrl-C during the imports below is one line
 import codecs
+import ctypes
+import fcntl
 import gzip
 import hashlib
 import json
@@ -22,11 +24,12 @@ import shutil
 import signal
 import sys
 import sysconfig
+import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -117,7 +120,9 @@ class Stats:
     documents: int = 0
     bytes: int = 0
     skipped_lines: int = 0
-    skipped_files: int = 0
+    skipped_files: int = 0           # text files skipped for invalid UTF-8 (--bad-utf8 skip)
+    bad_utf8_documents: int = 0      # documents that held invalid UTF-8, whatever was done with them
+    bad_utf8_replaced: int = 0       # invalid sequences replaced by U+FFFD (--bad-utf8 replace)
     tokens: dict = field(default_factory=lambda: {"train": 0, "val": 0})
 
 
@@ -135,17 +140,47 @@ class Piece:
 _LAST_SAFE_CUT = re.compile(r"(?s:.*)\S(?=[ \n]\S)")
 
 
-def _text_pieces(path: Path, blocks):
+# What a text tokenizer does with bytes that are not UTF-8 (--bad-utf8). The byte tokenizer
+# never decodes a text file (it keeps raw bytes); jsonl is decoded for every tokenizer.
+BAD_UTF8 = {"replace": "replace each invalid sequence by U+FFFD, as bytes.decode(errors='replace')",
+            "skip": "drop the document (a text file, or a jsonl line)",
+            "stop": "stop with an error naming the file and byte"}
+
+
+class _Replaced:
+    """A codecs error handler: exactly errors="replace" (the decoder hands it the same ranges),
+    but counted, so a preparation can say how much it replaced."""
+    count = 0
+
+    @classmethod
+    def handler(cls, e: UnicodeDecodeError):
+        cls.count += 1
+        return "\ufffd", e.end
+
+
+codecs.register_error("prepare.replace", _Replaced.handler)
+
+
+def _decode_errors(bad_utf8: str) -> str:
+    # skip: the document was checked whole before any of it was used, so what is decoded is valid
+    return "prepare.replace" if bad_utf8 == "replace" else "strict"
+
+
+def _not_utf8(where: str, at: int) -> DataError:
+    return DataError(f"{where}: not valid UTF-8 at byte {at} (--bad-utf8 replace or skip goes on, "
+                     f"counted; --tokenizer byte keeps raw bytes)")
+
+
+def _text_pieces(path: Path, blocks, bad_utf8: str, stats: Stats):
     """A text file as str pieces of about BLOCK characters, cut only where the tokens do not change.
-    Invalid UTF-8 is an error naming the byte offset: a text tokenizer cannot encode it."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    carry, offset = "", 0
+    Invalid UTF-8 is replaced (counted) or, with --bad-utf8 stop, an error naming the byte offset."""
+    decoder = codecs.getincrementaldecoder("utf-8")(_decode_errors(bad_utf8))
+    carry, offset, replaced = "", 0, _Replaced.count
     for block in blocks:
         try:
             carry += decoder.decode(block)
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not valid UTF-8 at byte {offset + e.start} "
-                            f"(use --tokenizer byte, which keeps raw bytes, or fix the file)") from None
+            raise _not_utf8(str(path), offset + e.start) from None
         offset += len(block)
         m = _LAST_SAFE_CUT.match(carry) if len(carry) >= BLOCK else None
         cut = m.end() if m else (len(carry) if len(carry) > MAX_PIECE else 0)
@@ -155,7 +190,10 @@ def _text_pieces(path: Path, blocks):
     try:
         carry += decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not valid UTF-8 at byte {offset} (the file ends inside a character)") from None
+        raise _not_utf8(f"{path} (the file ends inside a character)", offset) from None
+    if _Replaced.count > replaced:
+        stats.bad_utf8_documents += 1
+        stats.bad_utf8_replaced += _Replaced.count - replaced
     if carry:
         yield carry
 
@@ -172,13 +210,26 @@ def _lines(blocks):
         yield n + 1, carry
 
 
-def _jsonl_documents(path: Path, blocks, text_field: str, skip_bad: bool, stats: Stats, as_bytes: bool):
+def _jsonl_documents(path: Path, blocks, text_field: str, skip_bad: bool, stats: Stats, as_bytes: bool,
+                     bad_utf8: str):
     """One document per line: the string under text_field. A bad line names file and line."""
     for lineno, line in _lines(blocks):
         if not line.strip():
             continue
+        replaced = _Replaced.count
         try:
-            text = json.loads(line)[text_field]
+            decoded = line.decode("utf-8", _decode_errors(bad_utf8))
+        except UnicodeDecodeError as e:
+            if bad_utf8 == "stop":
+                raise _not_utf8(f"{path}:{lineno}", e.start) from None
+            stats.bad_utf8_documents += 1
+            continue
+        if _Replaced.count > replaced:
+            stats.bad_utf8_documents += 1
+            stats.bad_utf8_replaced += _Replaced.count - replaced
+        try:
+            # json.loads of the bytes (as before --bad-utf8) accepted a UTF-8 byte order mark
+            text = json.loads(decoded.removeprefix("\ufeff") if lineno == 1 else decoded)[text_field]
             if not isinstance(text, str):
                 raise TypeError(f"{text_field!r} is {type(text).__name__}, not a string")
             encoded = text.encode("utf-8")         # also refuses lone surrogates from \ud800 escapes
@@ -206,23 +257,24 @@ def _is_utf8(path: Path) -> bool:
 
 
 def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", skip_bad=False,
-                skip_non_utf8=False):
+                bad_utf8="replace"):
     """Every document of every file, in order, as Pieces. Documents: a whole text file, or one
-    jsonl line. Empty documents are dropped. skip_non_utf8 (the stdlib corpus, which holds a few
-    test files in other encodings on purpose) skips such files with a count."""
+    jsonl line. Empty documents are dropped. bad_utf8: see BAD_UTF8 (a text file to skip is
+    read once more first, whole: its first pieces must not have been tokenized already)."""
     for path in files:
         stats.files += 1
         if _is_jsonl(path):
             for doc in _jsonl_documents(path, _blocks(path, content_hash), text_field, skip_bad,
-                                        stats, tok.takes_bytes):
+                                        stats, tok.takes_bytes, bad_utf8):
                 stats.documents += 1
                 yield Piece(doc, True)
             continue
-        if skip_non_utf8 and not tok.takes_bytes and not _is_utf8(path):
+        if bad_utf8 == "skip" and not tok.takes_bytes and not _is_utf8(path):
             stats.skipped_files += 1
+            stats.bad_utf8_documents += 1
             continue
         blocks = _counted(_blocks(path, content_hash), stats)
-        pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks)
+        pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks, bad_utf8, stats)
         first = True
         for piece in pieces:
             if first:
@@ -270,7 +322,7 @@ def document_split(piece: Piece, val_fraction: float) -> str:
 _worker_tok = None
 
 
-def _worker_init(tok):
+def _worker_init(tok, parent: int):
     global _worker_tok
     _worker_tok = tok
     # Ctrl-C reaches every process of the terminal's group; the parent alone handles it
@@ -278,6 +330,32 @@ def _worker_init(tok):
     # ends a worker silently (the parent's handler, inherited by fork, would print a line).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
+
+
+PR_SET_PDEATHSIG = 1                 # <linux/prctl.h>
+
+
+def _die_with(parent: int):
+    """End this worker when the process that started it dies, however it dies (kill -9 too): a
+    worker waits for tasks forever, and one orphaned holds its memory (~190 MB under train.py)
+    until someone finds it. Linux: the kernel sends SIGKILL (PR_SET_PDEATHSIG). Elsewhere a
+    thread checks once a second whether the parent is still ours (an orphan is re-parented)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = sys.platform.startswith("linux") and libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:       # it died before we asked to be told: nobody will send the signal
+        os._exit(1)
+
+
+def _watch_parent(parent: int):
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _encode_batch(texts, dtype):
@@ -306,11 +384,12 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
         for batch in _batches(pieces, batch_bytes):
             yield from zip(batch, _encode_batch([p.data for p in batch], dtype))
         return
-    # concurrent.futures, not multiprocessing.Pool: when the OS kills a worker (out of memory)
-    # the pool breaks and says so, where Pool would wait forever for the lost batch.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_worker_init, initargs=(tok,))
+    pool = None
     try:
+        pool = _start_pool(tok, workers)
+        if pool is None:
+            yield from tokenized(pieces, tok, dtype, 1, batch_bytes)
+            return
         pending = deque()
         for batch in _batches(pieces, batch_bytes):
             pending.append((batch, pool.submit(_encode_batch, [p.data for p in batch], dtype)))
@@ -329,7 +408,35 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
         # ignore SIGINT; a batch takes a fraction of a second) and we wait for the workers to
         # exit, since they hold the output files open (fork). Killing them instead can leave a
         # queue's lock held by a dead process, and the interpreter then hangs at exit.
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_pool(tok, workers: int):
+    """`workers` tokenizing processes, all started now; None (and one line) when the OS refuses
+    to start them (a process limit: ulimit -u), and the caller tokenizes in this process."""
+    before = set(multiprocessing.active_children())
+    # concurrent.futures, not multiprocessing.Pool: when the OS kills a worker (out of memory)
+    # the pool breaks and says so, where Pool would wait forever for the lost batch.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_init, initargs=(tok, os.getpid()))
+    try:
+        pool.submit(int).result()    # a fork pool starts every worker at its first task
+        return pool
+    except BrokenProcessPool:
         pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    except OSError as e:
+        # The workers already started wait for tasks that never come, and Python waits for
+        # them at exit: without this the program would never end.
+        for worker in set(multiprocessing.active_children()) - before:
+            worker.kill()
+            worker.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"warning: cannot start {workers} tokenizer workers ({e.strerror or e}); "
+              f"tokenizing in this process instead (slower)",
+              file=sys.stderr, flush=True)
+        return None
 
 
 # ----------------------------------------------------------------------------- progress
@@ -383,9 +490,55 @@ def _remove_stale_staging(out_dir: Path):
             pass
 
 
+@contextmanager
+def writer_lock(out_dir: Path):
+    """Held by whoever writes out_dir, from checking it to putting the new folder in place: an
+    flock on `.NAME.lock` beside it (the kernel drops it when its holder dies, even by kill -9).
+    A second writer waits, saying so, and then sees the first one's result: the same inputs are
+    up to date, other inputs are refused without --force. Waiting rather than refusing, because
+    two train.py runs started together on a new corpus should both train on one preparation.
+    The holder removes the file as it leaves, so a waiter that then locks a removed file
+    starts over."""
+    path = out_dir.with_name(f".{out_dir.name}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                print(f"waiting for another preparation of {out_dir} (pid {holder}) to finish",
+                      file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def inside_prepared(path: Path):
+    """The prepared folder that `path` is in (a token file, its meta.json, anything put there), or None."""
+    parent = path.absolute().parent
+    return parent if (parent / "meta.json").is_file() else None
+
+
 def check_output(out_dir: Path, key: str, force: bool) -> bool:
     """True if out_dir already holds this very preparation. Refuses a folder holding a corpus
-    prepared from other inputs (unless force) and, always, a folder holding anything else."""
+    prepared from other inputs (unless force) and, always, a folder holding anything else or
+    inside a prepared folder (a prepared folder holds its three files and nothing more)."""
+    if (owner := inside_prepared(out_dir)) is not None:
+        raise DataError(f"--out {out_dir} is inside the prepared folder {owner}; choose a folder outside it")
     if not out_dir.exists():
         return False
     if not out_dir.is_dir():
@@ -446,9 +599,9 @@ def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, work
 
 def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, workers: int | None = None,
             glob: str | None = None, text_field: str = "text", skip_bad_lines: bool = False,
-            force: bool = False, batch_bytes: int = BLOCK, progress: bool = False,
-            files=None, source: str | None = None, extra_meta: dict | None = None,
-            skip_non_utf8: bool = False) -> Path:
+            bad_utf8: str = "replace", force: bool = False, batch_bytes: int = BLOCK,
+            progress: bool = False, files=None, source: str | None = None,
+            extra_meta: dict | None = None) -> Path:
     """Tokenize `src` (a file or folder; or `files` for a built-in corpus) into
     out_dir/{train,val}.bin + meta.json, streaming. Validation: whole documents chosen by hash
     when there are many, else the last val_fraction of the tokens, so no window spans both.
@@ -458,30 +611,62 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
     workers = available_cpus() if workers is None else workers
     if workers < 1:
         raise DataError(f"--workers {workers}: must be at least 1")
+    if bad_utf8 not in BAD_UTF8:
+        raise DataError(f"--bad-utf8 {bad_utf8}: choose one of {', '.join(BAD_UTF8)}")
     out_dir = Path(out_dir)
     src = Path(src) if src is not None else None
     files = files if files is not None else list_files(src, glob)
     tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
-    options = {"val_fraction": val_fraction, "glob": glob, "text_field": text_field,
-               "skip_bad_lines": skip_bad_lines, "vocab_size": tok.vocab_size}
+    options = settings(tok, val_fraction, glob, text_field, skip_bad_lines, bad_utf8)
     key = source_key(files, tok.name, options)
-    if check_output(out_dir, key, force):
-        if progress:
-            print(f"{out_dir} is up to date: prepared from these very inputs and settings")
-        return out_dir
+    with ExitStack() as held:
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(writer_lock(out_dir))
+        except OSError as e:
+            raise DataError(f"{out_dir}: cannot write the prepared data ({e.strerror or e})") from None
+        if check_output(out_dir, key, force):
+            if progress:
+                print(f"{out_dir} is up to date: prepared from these very inputs and settings")
+            return out_dir
+        stats, seconds = _write_folder(out_dir, src, files, tok, options, key, workers, batch_bytes,
+                                       progress, source, extra_meta)
+    if progress:
+        print(f"prepared {stats.documents:,} documents ({stats.bytes / 1e6:,.1f} MB) -> "
+              f"{stats.tokens['train']:,} train + {stats.tokens['val']:,} val tokens in "
+              f"{seconds:.1f}s ({stats.bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s, "
+              f"{workers} worker{'s' * (workers > 1)}) -> {out_dir}")
+        if stats.bad_utf8_documents:
+            print(f"warning: {bad_utf8_summary(stats.bad_utf8_documents, stats.bad_utf8_replaced, bad_utf8)}",
+                  file=sys.stderr, flush=True)
+    return out_dir
+
+
+def settings(tok, val_fraction=0.1, glob=None, text_field="text", skip_bad_lines=False,
+             bad_utf8="replace") -> dict:
+    """The settings that change a preparation's tokens: part of its source key and meta.json."""
+    return {"val_fraction": val_fraction, "glob": glob, "text_field": text_field,
+            "skip_bad_lines": skip_bad_lines, "vocab_size": tok.vocab_size, "bad_utf8": bad_utf8}
+
+
+def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, workers: int,
+                  batch_bytes: int, progress: bool, source, extra_meta):
+    """The preparation itself, into a staging folder renamed to out_dir when complete. Every
+    way out (an error; Ctrl-C and SIGTERM, which raise here) stops the workers and removes the
+    staging folder. -> (Stats, seconds)."""
+    val_fraction = options["val_fraction"]
     by_document = count_documents(files, min_documents_for_hash_split(val_fraction)) >= \
         min_documents_for_hash_split(val_fraction)
-
     stats, content, bar = Stats(), hashlib.sha256(), Progress(progress)
-    pieces = read_pieces(files, tok, stats, content, text_field=text_field, skip_bad=skip_bad_lines,
-                         skip_non_utf8=skip_non_utf8)
+    pieces = read_pieces(files, tok, stats, content, text_field=options["text_field"],
+                         skip_bad=options["skip_bad_lines"], bad_utf8=options["bad_utf8"])
     if by_document:
         pieces = _assign_splits(pieces, val_fraction)
     dtype = token_dtype(tok.vocab_size)
     _remove_stale_staging(out_dir)
     stage = _staging(out_dir)
     try:
-        stage.mkdir(parents=True)
+        stage.mkdir()
         with ExitStack() as stack:
             files_out = {split: stack.enter_context(atomic_write(stage / f"{split}.bin", "w+b"))
                          for split in ("train", "val")}
@@ -498,12 +683,13 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
         raise DataError(f"{out_dir}: cannot write the prepared data ({e.strerror or e})") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    if progress:
-        print(f"prepared {stats.documents:,} documents ({stats.bytes / 1e6:,.1f} MB) -> "
-              f"{stats.tokens['train']:,} train + {stats.tokens['val']:,} val tokens in "
-              f"{bar.seconds():.1f}s ({stats.bytes / 1e6 / max(bar.seconds(), 1e-9):.1f} MB/s, "
-              f"{workers} worker{'s' * (workers > 1)}) -> {out_dir}")
-    return out_dir
+    return stats, bar.seconds()
+
+
+def bad_utf8_summary(documents: int, replaced: int, choice: str) -> str:
+    what = (f"{replaced:,} invalid sequences replaced by U+FFFD" if choice == "replace"
+            else "skipped")
+    return f"{documents:,} document{'s' * (documents != 1)} held invalid UTF-8: {what} (--bad-utf8 {choice})"
 
 
 def _assign_splits(pieces, val_fraction: float):
@@ -528,15 +714,22 @@ def _meta(tok, dtype, stats: Stats, key: str, content_sha256: str, options: dict
           source: str, extra: dict | None) -> dict:
     """meta.json. `fingerprint` names the token data itself (content + tokenizer + split), not
     where it came from: a checkpoint stores it and refuses a resume on other data."""
+    named = {k: v for k, v in options.items() if k != "bad_utf8"}
+    # --bad-utf8 names the data only where it changed tokens of hashed content (replaced bytes, a
+    # skipped jsonl line; a skipped text file is not in content_sha256 at all): otherwise every
+    # choice gives the same tokens, and data prepared before the option keeps its fingerprint.
+    if stats.bad_utf8_documents > stats.skipped_files:
+        named["bad_utf8"] = options["bad_utf8"]
     fingerprint = hashlib.sha256(json.dumps(
-        [FORMAT, content_sha256, tok.name, tok.vocab_size, options, by_document]).encode()).hexdigest()[:16]
+        [FORMAT, content_sha256, tok.name, tok.vocab_size, named, by_document]).encode()).hexdigest()[:16]
     return {"format": FORMAT, "fingerprint": fingerprint, "source": source, "source_key": key,
             "content_sha256": content_sha256, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
             "dtype": dtype.name, "files": stats.files, "documents": stats.documents, "bytes": stats.bytes,
             "train_tokens": stats.tokens["train"], "val_tokens": stats.tokens["val"],
             "val_split": "by document hash" if by_document else "tail",
             "separator": list(tok.separator), "skipped_lines": stats.skipped_lines,
-            "skipped_files": stats.skipped_files, **options, **(extra or {})}
+            "skipped_files": stats.skipped_files, "bad_utf8_documents": stats.bad_utf8_documents,
+            "bad_utf8_replaced": stats.bad_utf8_replaced, **options, **(extra or {})}
 
 
 def _replace_folder(stage: Path, out_dir: Path):
@@ -568,6 +761,8 @@ def resolve(data: str, tokenizer: str, **options) -> Path:
     if data in BUILTIN_CORPORA:
         files, extra = builtin(data)
         out, src = DATA_DIR / f"{data}-{tokenizer}", None
+        # the standard library holds a few test files in other encodings on purpose
+        options.setdefault("bad_utf8", "skip" if data == "python-stdlib" else "replace")
     else:
         src, extra = Path(data), None
         if (src / "meta.json").exists():
@@ -575,17 +770,26 @@ def resolve(data: str, tokenizer: str, **options) -> Path:
         if not src.exists():
             raise DataError(f"--data {data}: not {' or '.join(map(repr, BUILTIN_CORPORA))}, "
                             f"a prepared folder, or a text file")
+        _refuse_prepared_files(data, src)
         files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tokenizer}"
-    prepared = _prepared_key(out)
-    opts = {"val_fraction": options.get("val_fraction", 0.1), "glob": options.get("glob"),
-            "text_field": options.get("text_field", "text"),
-            "skip_bad_lines": options.get("skip_bad_lines", False)}
     tok = get_tokenizer(tokenizer)
-    if prepared == source_key(files, tok.name, {**opts, "vocab_size": tok.vocab_size}):
+    if _prepared_key(out) == source_key(files, tok.name, settings(tok, **options)):
         return out
     print(f"preparing {data} with the {tokenizer} tokenizer -> {out}", flush=True)
     return prepare(src, out, tok, files=files, source=data if src is None else None, force=True,
-                   extra_meta=extra, skip_non_utf8=data == "python-stdlib", progress=True, **opts)
+                   extra_meta=extra, progress=True, **options)
+
+
+def _refuse_prepared_files(data: str, src: Path):
+    """A prepared folder's files are token ids and its own bookkeeping, never text to prepare
+    (nor a place for a cache folder): --data names the folder. Refused rather than taken to
+    mean the folder, since `--data .../val.bin` may mean "train on val", which it would not."""
+    if (folder := inside_prepared(src)) is not None:
+        raise DataError(f"--data {data} is inside the prepared folder {folder}: pass the folder itself "
+                        f"(--data {folder})")
+    if src.is_file() and src.suffix == ".bin":
+        raise DataError(f"--data {data}: a .bin file holds token ids, not text; pass the prepared "
+                        f"folder that holds it with its meta.json")
 
 
 def _prepared_key(out: Path):
@@ -619,6 +823,10 @@ def main(argv=None) -> int:
     p.add_argument("--text-field", default="text", help="the field of each jsonl object holding its text")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip (and count) jsonl lines that are not JSON or lack the field, instead of stopping")
+    p.add_argument("--bad-utf8", default="replace", choices=BAD_UTF8,
+                   help="bytes that are not UTF-8 in a jsonl line, or in a text file for gpt2 (the byte "
+                        "tokenizer keeps a text file's raw bytes); counted in meta.json. "
+                        + "; ".join(f"{k}: {v}" for k, v in BAD_UTF8.items()))
     p.add_argument("--force", action="store_true", help="replace an --out holding a corpus from other inputs")
     p.add_argument("--batch-bytes", type=int, default=BLOCK, help="text per worker task (memory ~ 4 x workers x this)")
     args = p.parse_args(argv)
@@ -629,7 +837,7 @@ def main(argv=None) -> int:
     try:
         out = prepare(args.input, args.out, args.tokenizer, args.val_fraction, workers=args.workers,
                       glob=args.glob, text_field=args.text_field, skip_bad_lines=args.skip_bad_lines,
-                      force=args.force, batch_bytes=args.batch_bytes, progress=True)
+                      bad_utf8=args.bad_utf8, force=args.force, batch_bytes=args.batch_bytes, progress=True)
     except KeyboardInterrupt:
         print(f"error: interrupted; nothing was written to {args.out}", file=sys.stderr)
         return 130

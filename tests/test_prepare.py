@@ -230,12 +230,100 @@ def test_out_holding_another_corpus_is_refused_unless_force(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "p"]
 
 
+def test_a_file_inside_a_prepared_folder_is_refused(tmp_path):
+    (tmp_path / "c.txt").write_text(TEXT)
+    out = P.prepare(tmp_path / "c.txt", tmp_path / "p", "byte")
+    (out / "notes.txt").write_text("put there by hand")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for name in ("train.bin", "val.bin", "meta.json", "notes.txt"):     # never trained on as text
+        with pytest.raises(D.DataError, match=rf"--data .*{name} is inside the prepared folder "
+                                              rf".*p: pass the folder itself \(--data .*p\)"):
+            P.resolve(str(out / name), "byte")
+    with pytest.raises(D.DataError, match="is inside the prepared folder"):
+        P.prepare(tmp_path / "c.txt", out / "cache", "byte")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before     # no cache folder inside
+    (tmp_path / "tokens.bin").write_bytes((out / "train.bin").read_bytes())
+    with pytest.raises(D.DataError, match="a .bin file holds token ids, not text"):
+        P.resolve(str(tmp_path / "tokens.bin"), "byte")
+    assert P.resolve(str(out), "byte") == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "p", "tokens.bin"]
+
+
+# ----------------------------------------------------------------------------- bytes that are not UTF-8
+
+BAD = b"caf\xe9 au lait, \xff\xfe twice; it ends inside a character \xe2\x82"
+CLEAN = "a clean document, naïve café — " * 20
+
+
+def bad_utf8_corpus(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text(CLEAN)
+    (folder / "b.txt").write_bytes(BAD)
+    (folder / "c.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    return folder
+
+
+def gpt2_stream(docs):
+    tok = D.get_tokenizer("gpt2")
+    ids = []
+    for doc in docs:
+        ids += ([tok.eot_token] if ids else []) + tok.encode(doc)
+    return ids
+
+
+def test_bad_utf8_is_replaced_by_default_and_counted(tmp_path, capsys):
+    out = P.prepare(bad_utf8_corpus(tmp_path), tmp_path / "p", "gpt2", val_fraction=0.2, progress=True)
+    # as bytes.decode(errors="replace") does it, the way the ecosystem reads such text
+    replaced = BAD.decode("utf-8", "replace")
+    assert all_tokens(out) == gpt2_stream([CLEAN, replaced, "fine", "caf\ufffd"])
+    meta = json.loads((out / "meta.json").read_text())
+    n = replaced.count("\ufffd") + 1
+    assert (meta["bad_utf8"], meta["bad_utf8_documents"], meta["bad_utf8_replaced"]) == ("replace", 2, n)
+    assert meta["documents"] == 4
+    assert f"warning: 2 documents held invalid UTF-8: {n} invalid sequences replaced by U+FFFD " \
+           f"(--bad-utf8 replace)" in capsys.readouterr().err
+
+
+def test_bad_utf8_skip_drops_the_documents(tmp_path):
+    out = P.prepare(bad_utf8_corpus(tmp_path), tmp_path / "p", "gpt2", val_fraction=0.2, bad_utf8="skip")
+    assert all_tokens(out) == gpt2_stream([CLEAN, "fine"])
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["bad_utf8_documents"], meta["skipped_files"], meta["bad_utf8_replaced"]) == (2, 1, 0)
+    assert meta["documents"] == 2
+
+
+@pytest.mark.parametrize("name, message", [("b.txt", r"b.txt: not valid UTF-8 at byte 3 \(--bad-utf8 replace or skip"),
+                                           ("c.jsonl", r"c.jsonl:2: not valid UTF-8 at byte 13 ")])
+def test_bad_utf8_stop_is_one_error(tmp_path, name, message):
+    folder = bad_utf8_corpus(tmp_path)
+    with pytest.raises(D.DataError, match=message) as e:
+        P.prepare(folder / name, tmp_path / "p", "gpt2", bad_utf8="stop")
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_bad_utf8_choice_is_part_of_the_preparation(tmp_path):
+    folder = bad_utf8_corpus(tmp_path)
+    out = P.prepare(folder, tmp_path / "p", "gpt2", val_fraction=0.2)
+    replaced = D.TokenData(out).fingerprint
+    with pytest.raises(D.DataError, match="prepared from other inputs or settings"):
+        P.prepare(folder, out, "gpt2", val_fraction=0.2, bad_utf8="skip")
+    P.prepare(folder, out, "gpt2", val_fraction=0.2, bad_utf8="skip", force=True)
+    assert D.TokenData(out).fingerprint != replaced
+    # A choice that changed nothing keeps the fingerprint: here, the one this corpus had before
+    # --bad-utf8 existed (so checkpoints made then still resume on it).
+    (tmp_path / "clean.txt").write_text("A clean corpus, naïve café —\n" * 40)
+    for choice in P.BAD_UTF8:
+        assert D.TokenData(P.prepare(tmp_path / "clean.txt", tmp_path / choice, "gpt2",
+                                     bad_utf8=choice)).fingerprint == "837e120855e0cd71"
+
+
 # ----------------------------------------------------------------------------- bad input: one line, nothing overwritten
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: (d / "c.txt").write_text(""), "the corpus is empty"),
     (lambda d: (d / "c.jsonl").write_text("\n\n"), "the corpus is empty"),
-    (lambda d: (d / "c.txt").write_bytes(b"caf\xe9 au lait"), r"c.txt: not valid UTF-8 at byte 3"),
     (lambda d: (d / "c.txt.gz").write_bytes(gzip.compress(TEXT.encode())[:-4]), "c.txt.gz: cannot read"),
     (lambda d: (d / "c.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n'), r"c.jsonl:2: bad jsonl line"),
     (lambda d: (d / "c.jsonl").write_text('{"text": "ok"}\n\n{"body": "x"}\n'), r"c.jsonl:3: bad jsonl line \(no 'text' field\)"),
@@ -352,21 +440,55 @@ def slowed(entry: str) -> str:
             "prepare._encode_batch = slow\n" + entry + "\n")
 
 
-def start_preparation(tmp_path, *extra):
+def start_preparation(tmp_path, *extra, entry=PREPARE_CLI, out="out"):
     """prepare.py's command line on ~3 MB (3 slowed batches), in its own process group, once it
-    has written some."""
+    has written some. `entry` may be another program that prepares tmp_path/c.txt into `out`."""
     src = tmp_path / "c.txt"
     src.write_text(TEXT * 600)
-    cmd = [sys.executable, "-c", slowed(PREPARE_CLI), "--input", str(src), "--out", str(tmp_path / "out"), *extra]
+    args = ["--input", str(src), "--out", str(tmp_path / "out")] if entry == PREPARE_CLI else []
+    cmd = [sys.executable, "-c", slowed(entry), *args, *extra]
     # SIGINT back to its default first: a shell starts background jobs with it ignored, and
     # Python then never raises KeyboardInterrupt (a CI runner may do that to this test).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
-    while not any(p.stat().st_size for p in tmp_path.glob(".out.partial-*/*.bin.tmp*")):   # written some
+    while not any(p.stat().st_size for p in tmp_path.glob(f".{out}.partial-*/*.bin.tmp*")):   # written some
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.02)
     return proc
+
+
+def running(group: int) -> list:
+    """The pids of a process group that still run (a zombie has ended: it only awaits its reaper)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue                          # ended while we looked
+        if int(pgrp) == group and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def gone(group: int) -> list:
+    """running(group) once it is empty, or after 15 s (a worker dies within a second of its parent)."""
+    deadline = time.time() + 15
+    while running(group) and time.time() < deadline:
+        time.sleep(0.05)
+    return running(group)
+
+
+@pytest.fixture
+def groups():
+    """Process groups a test starts; whatever of them is left at its end is killed, pass or fail."""
+    started = []
+    yield started
+    for group in started:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_killed_preparation_leaves_no_valid_looking_output(tmp_path):
@@ -379,6 +501,85 @@ def test_killed_preparation_leaves_no_valid_looking_output(tmp_path):
         D.TokenData(tmp_path / "out")
     P.prepare(tmp_path / "c.txt", tmp_path / "out", "byte")             # a new run clears the debris
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "out"]
+
+
+# train.py preparing its --data on first use, stopped the same way
+TRAIN_CLI = "import train; sys.exit(train.main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("program", ["prepare.py", "train.py"])
+def test_killed_preparation_leaves_no_worker_behind(tmp_path, groups, program):
+    if program == "prepare.py":
+        proc = start_preparation(tmp_path, "--workers", "2")
+    else:
+        proc = start_preparation(tmp_path, "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "run"),
+                                 entry=TRAIN_CLI, out="c.txt-byte")
+    groups.append(proc.pid)
+    assert len(running(proc.pid)) >= 3                                   # it and its 2 workers
+    proc.kill()                                                          # SIGKILL: it can clean nothing up
+    proc.wait()
+    assert gone(proc.pid) == []                                          # its workers died with it
+
+
+def test_sigterm_stops_the_workers_and_removes_the_partial_folder(tmp_path, groups):
+    proc = start_preparation(tmp_path, "--workers", "2")
+    groups.append(proc.pid)
+    proc.terminate()                                                     # the parent only, as `kill PID`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines() == ["error: stopped by SIGTERM"]
+    assert gone(proc.pid) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_workers_that_cannot_start_are_one_line_not_a_hang(tmp_path, groups):
+    """A process limit (ulimit -u): the OS refuses a fork. Root is exempt from that limit, so the
+    second fork is made to fail the way the kernel fails it."""
+    src = tmp_path / "c.txt"
+    src.write_text(TEXT * 50)
+    refuse = ("import errno, os\n"
+              "real_fork, forks = os.fork, []\n"
+              "def fork():\n"
+              "    forks.append(1)\n"
+              "    if len(forks) > 1:\n"
+              "        raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')\n"
+              "    return real_fork()\n"
+              "os.fork = fork\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, prepare\n" + refuse + PREPARE_CLI, "--input", str(src),
+                             "--out", str(tmp_path / "out"), "--workers", "3"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    groups.append(proc.pid)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.strip().splitlines() == ["warning: cannot start 3 tokenizer workers (Resource temporarily "
+                                        "unavailable); tokenizing in this process instead (slower)"]
+    assert bytes(all_tokens(tmp_path / "out")) == (TEXT * 50).encode()
+    assert gone(proc.pid) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "out"]
+
+
+def test_two_preparations_of_one_out_take_turns(tmp_path, groups, capsys):
+    proc = start_preparation(tmp_path, "--workers", "1")                 # holds out for a few seconds
+    groups.append(proc.pid)
+    (tmp_path / "other.txt").write_text(TEXT.upper())
+    with pytest.raises(D.DataError, match="holds a corpus prepared from other inputs.*--force replaces it"):
+        P.prepare(tmp_path / "other.txt", tmp_path / "out", "byte")      # waits, then sees the first one's
+    assert "waiting for another preparation of" in capsys.readouterr().err
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert bytes(all_tokens(tmp_path / "out")) == (TEXT * 600).encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "other.txt", "out"]
+
+
+def test_resolve_waits_for_the_same_preparation_in_progress(tmp_path, groups, monkeypatch):
+    """Two train.py runs started together on a new corpus: one prepares it, the other waits."""
+    proc = start_preparation(tmp_path, str(tmp_path / "c.txt"), entry="prepare.resolve(sys.argv[1], 'byte')",
+                             out="c.txt-byte")
+    groups.append(proc.pid)
+    written, write = [], P._write_tokens
+    monkeypatch.setattr(P, "_write_tokens", lambda *a: written.append(1) or write(*a))
+    folder = P.resolve(str(tmp_path / "c.txt"), "byte")
+    assert proc.wait(timeout=60) == 0 and written == []                 # up to date once it could look
+    assert bytes(all_tokens(folder)) == (TEXT * 600).encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "c.txt-byte"]
 
 
 def test_ctrl_c_is_one_line_exit_130_and_no_output(tmp_path):
