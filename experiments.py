@@ -13,16 +13,25 @@ Runs go to runs/exp/<experiment>/<name>-s<seed>/. A run is reused only if the co
 recorded (the first line of its metrics.jsonl) equals the one asked for now; an interrupted
 one (Ctrl-C) is resumed; one run with other settings is kept, and the new settings go to the
 next free folder (<name>-s<seed>-2, -3, ...); one that failed is started afresh there too.
+A run is finished when its checkpoint is at its final eval's step (a run killed while writing
+its last checkpoint is resumed, not kept). One experiments.py at a time uses an experiment's
+folder: it holds runs/exp/<experiment>/.lock for the whole command, and a second one is refused
+in one line naming it; a run folder a live train.py holds is never touched.
 The table and figures go beside the runs (runs/exp/<experiment>/results.md and figures/);
 --publish writes them to results/<experiment>.md and results/<experiment>/ instead, the files
-the README shows. On a GPU, pass the model and data through, e.g.
+the README shows, and only where none are yet (--force-publish replaces them). On a GPU, pass
+the model and data through, e.g.
     --extra "--preset pythia-160m --tokenizer gpt2 --data DIR" --budget 1h
+train.py runs in your working folder, so a relative --data is your file (recorded as an absolute
+path). A single flag may follow --extra as its own word: --extra --compile, or --extra=--compile.
 """
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
 import contextlib
+import fcntl
 import io
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -39,7 +48,7 @@ import schedule as sched
 import train
 from harness import cli
 from harness.checkpoint import load_checkpoint, model_from_checkpoint
-from harness.cli import OneLineParser, UserError
+from harness.cli import USER_ERRORS, OneLineParser, UserError
 from harness.config import TrainConfig, parse_config
 from harness.files import atomic_write
 from model import PRESETS, ROPE_SWITCHES
@@ -108,9 +117,49 @@ def config_difference(want: TrainConfig, got: dict) -> list:
     return diff
 
 
-def finished(folder: Path) -> bool:
+def checkpoint_step(folder: Path):
+    """The step of the run's checkpoint (ckpt.pt), or None if it has none that can be read."""
+    try:
+        return int(load_checkpoint(str(folder))["state"]["step"])
+    except (*USER_ERRORS, KeyError, TypeError, ValueError):
+        return None
+
+
+def end_step(folder: Path):
+    """The step of the run's last final (`end`) eval in metrics.jsonl, or None."""
     recs, _ = plot.read_metrics(folder / "metrics.jsonl")
-    return any(r["kind"] == "eval" and r.get("reason") == "end" for r in recs)
+    ends = [r.get("step") for r in recs if r["kind"] == "eval" and r.get("reason") == "end"]
+    return ends[-1] if ends else None
+
+
+def finished(folder: Path, step=None) -> bool:
+    """The checkpoint says whether a run is done, not metrics.jsonl: train.py writes the final
+    eval, then the final checkpoint, so a run killed between the two has an `end` record while
+    its checkpoint is from an earlier step. Such a run is resumed, never evaluated as it is.
+    step: the checkpoint's, if already read."""
+    step = checkpoint_step(folder) if step is None else step
+    return step is not None and step == end_step(folder)
+
+
+def train_holding(folder: Path):
+    """The pid of a live train.py that holds this run folder (harness.runfolder.RunFolder's
+    flock on its .lock), or None. Probing takes the lock for an instant when it is free."""
+    try:
+        fd = os.open(folder / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)     # releases the lock if the probe took it
+    return None
+
+
+def in_use(folder: Path, pid) -> ExperimentError:
+    return ExperimentError(f"{folder} is in use by a live train.py (pid {pid}): "
+                           "wait for it or stop it, then run this command again")
 
 
 def inspect(folder: Path, want: TrainConfig):
@@ -123,16 +172,60 @@ def inspect(folder: Path, want: TrainConfig):
     diff = config_difference(want, got)
     if diff:
         return "other", "was run with " + ", ".join(diff)
-    if finished(folder):
+    pid = train_holding(folder)
+    if pid is not None:   # a run in progress is neither finished nor free to resume (nor failed)
+        raise in_use(folder, pid)
+    step = checkpoint_step(folder)
+    if finished(folder, step):
         return "finished", "finished earlier with the same config"
-    if (folder / "ckpt.pt").is_file():
+    if step is not None:
         return "resumable", "interrupted earlier with the same config"
+    if (folder / "ckpt.pt").exists():
+        return "other", "holds a checkpoint that cannot be read"
     return "other", "stopped before its first checkpoint"
+
+
+# Experiment folders this process holds: folder -> its open .lock (flock'd). The kernel drops
+# the locks when the process dies, so a killed experiments.py leaves none behind.
+HELD = {}
+
+
+def claim(folder: Path):
+    """Hold an experiment folder (runs/exp/<experiment>) until the command ends: two
+    experiments.py choosing, running and marking the same runs would take each other's for
+    failed or foreign. The second is refused rather than made to wait: a wait of hours, in
+    silence, would look like a hang; once the first is done, the same command reuses its runs."""
+    if folder in HELD:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "a+")
+    except OSError as e:
+        raise ExperimentError(f"{folder}: cannot use the folder ({e.strerror})") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        pid = lock.read().strip() or "unknown"
+        lock.close()
+        raise ExperimentError(f"{folder} is in use by another experiments.py (pid {pid}): "
+                              "wait for it to finish, or give another --runs") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    HELD[folder] = lock
+
+
+def release_all():
+    for lock in HELD.values():
+        lock.close()
+    HELD.clear()
 
 
 def choose_folder(base: Path, want: TrainConfig):
     """-> (folder, state): the first of base, base-2, base-3 ... that holds this very config
     (state "finished" or "resumable"), else the first free one (state "new")."""
+    claim(base.parent)
     n = 1
     while True:
         folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -151,8 +244,9 @@ def run_train(cmd: list):
     """Run train.py; -> (exit code, its stderr, the signal that stopped us or None).
 
     Ctrl-C reaches train.py by itself (same process group) and SIGTERM is passed on: either
-    way it finishes its step and checkpoints, and we wait for that rather than kill it."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    way it finishes its step and checkpoints, and we wait for that rather than kill it.
+    It runs in the caller's working folder, as the paths in --extra were meant."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     got = []
 
     def on_signal(signum, _frame):
@@ -177,13 +271,17 @@ def run_arm(exp, name, seed, flags, args) -> Path:
     if state == "finished":
         print(f"  {out.name}: finished earlier with the same config, kept")
         return out
-    cmd = [sys.executable, "train.py", *(["--resume", str(out)] if state == "resumable" else [*argv, "--out", str(out)])]
+    cmd = [sys.executable, str(ROOT / "train.py"),   # by its path: it runs where the user is (run_train)
+           *(["--resume", str(out)] if state == "resumable" else [*argv, "--out", str(out)])]
     print(f"  {out.name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     code, err, sig = run_train(cmd)
     if sig is not None:
         raise Stopped(sig, out)
     if code:
+        pid = train_holding(out)
+        if pid is not None:   # another train.py took the folder meanwhile: its run, not a failed one
+            raise in_use(out, pid)
         reason = (err.strip().splitlines() or [f"exit code {code}"])[-1].removeprefix("error: ")
         if out.is_dir():   # never resumed: the next run of this command starts it afresh beside it
             with atomic_write(out / "failed.json", "w") as f:
@@ -235,6 +333,7 @@ def results_place(exp, args):
     """-> (table file, figures folder): beside the runs, or the committed results/ with --publish."""
     if args.publish:
         return PUBLISHED / f"{exp}.md", PUBLISHED / exp
+    claim(args.runs / exp)
     return args.runs / exp / "results.md", args.runs / exp / "figures"
 
 
@@ -504,7 +603,44 @@ def parse_extra(text: str) -> list:
     if reserved:
         name = reserved[0]
         raise ExperimentError(f"--extra: --{name.replace('_', '-')} is set by the experiments{RESERVED[name]}")
+    return absolute_paths(extra)
+
+
+def absolute_paths(extra: list) -> list:
+    """--data and --init-from as absolute paths: the config a run records then names the file
+    meant, whichever folder this command (or a later one, looking for its runs) starts in."""
+    cfg, given = parse_config([*COMMON, *extra])
+    for name in ("data", "init_from"):
+        value = getattr(cfg, name)
+        if name not in given or (name == "data" and value in prepare.BUILTIN_CORPORA) or os.path.isabs(value):
+            continue
+        flag, path = f"--{name.replace('_', '-')}", os.path.abspath(value)
+        spelled = [i for i, t in enumerate(extra) if t == flag or t.startswith(flag + "=")]
+        if spelled:
+            i = spelled[-1]   # the last one is the one argparse keeps
+            extra = extra[:i] + [flag, path] + extra[i + (1 if "=" in extra[i] else 2):]
+        else:                 # an abbreviation (--dat x): a later flag overrides it
+            extra = [*extra, flag, path]
     return extra
+
+
+def joined_extra(argv: list) -> list:
+    """`--extra --compile` as `--extra=--compile`: argparse takes a word starting with -- for
+    the next flag, not for --extra's value, unless it holds a space ('--lr 3e-3')."""
+    out = []
+    for token in argv:
+        if out and out[-1] == "--extra":
+            out[-1] = f"--extra={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def publish_targets(args) -> list:
+    """The files and folders --publish would write (results_place), for the experiments asked for."""
+    names = [n for n in EXPERIMENTS if n != "long"] if args.experiment == "all" else [args.experiment]
+    names = [f"long-{args.scale}" if n == "long" else n for n in names]
+    return [path for n in names for path in (PUBLISHED / f"{n}.md", PUBLISHED / n)]
 
 
 def check_args(args):
@@ -522,6 +658,11 @@ def check_args(args):
     args.runs = Path(args.runs).resolve()
     if args.runs.exists() and not args.runs.is_dir():
         raise ExperimentError(f"--runs {args.runs}: is a file, not a folder")
+    args.publish = args.publish or args.force_publish
+    there = [t for t in publish_targets(args) if t.exists()] if args.publish and not args.force_publish else []
+    if there:   # checked before the first run: refused after hours of training would be worse
+        raise ExperimentError(f"--publish: {there[0]} exists (committed results?); "
+                              "--force-publish replaces them, or leave out --publish to write beside the runs")
 
 
 def run_experiments(argv=None) -> int:
@@ -537,15 +678,21 @@ def run_experiments(argv=None) -> int:
                    help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
     p.add_argument("--scale", default="gpu", choices=list(LONG),
                    help="for `long`: gpu (pythia-70m, 1024..16384) or cpu (tiny, 32..256, a smoke run)")
-    p.add_argument("--extra", default="", help="more train.py flags for every run, quoted")
+    p.add_argument("--extra", default="", help="more train.py flags for every run, quoted; one flag alone "
+                   "may follow as its own word (--extra --compile)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "exp"), help="folder of the runs (default runs/exp)")
     p.add_argument("--publish", action="store_true",
-                   help="write the tables and figures to results/ (the README's), not beside the runs")
-    args = p.parse_args(argv)
+                   help="write the tables and figures to results/ (the README's), not beside the runs; "
+                   "refused where results are already there")
+    p.add_argument("--force-publish", action="store_true", help="--publish, replacing the results already there")
+    args = p.parse_args(joined_extra(sys.argv[1:] if argv is None else list(argv)))
     check_args(args)
     everything = [name for name in EXPERIMENTS if name != "long"]   # `long` is for a GPU: run it by name
-    for name in (everything if args.experiment == "all" else [args.experiment]):
-        EXPERIMENTS[name](args)
+    try:
+        for name in (everything if args.experiment == "all" else [args.experiment]):
+            EXPERIMENTS[name](args)
+    finally:
+        release_all()
     return 0
 
 

@@ -1,9 +1,10 @@
 """experiments.py: which folder each run uses (kept, resumed, afresh), where results go, flag errors.
 
 Most tests replace train.py by a fake that writes what a run writes (a config line as its
-first metrics record, an end eval, ckpt.pt), so the reuse rules are checked in milliseconds;
+first metrics record, an end eval, a ckpt.pt holding its step), so the reuse rules are checked in milliseconds;
 one test runs the real train.py to check the comparison against a config it really records.
 """
+import fcntl
 import json
 import os
 import signal
@@ -15,10 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import experiments
 import model
 import train
+from harness.checkpoint import CKPT_FORMAT
 from harness.config import parse_config
 from test_train import FAST, records
 
@@ -31,19 +34,26 @@ class FakeTrain:
 
     def __init__(self, fail=(), stop=()):
         self.calls, self.fail, self.stop = [], set(fail), set(stop)
+        self.programs = []   # what each command ran (cmd[1])
         self.jumps = {}    # arm folder name -> the loss jump its run records (switch arms; None: not measured)
+        self.meanwhile = None   # called with the run folder as the command starts
 
     def __call__(self, cmd):
         self.calls.append(cmd[2:])
+        self.programs.append(cmd[1])
         if cmd[2] == "--resume":
             out = Path(cmd[3])
+            if self.meanwhile:
+                self.meanwhile(out)
+            if held(out / ".lock"):    # as harness.runfolder.RunFolder.claim refuses
+                return 2, f"error: --out {out} is in use by another run (pid 4242)\n", None
         else:
             cfg, _ = parse_config(cmd[2:])
             out = Path(cfg.out)
             out.mkdir(parents=True)
             self.write(out, {"kind": "config", **asdict(cfg), "attn": "sdpa", "world_size": 1})
             self.write(out, {"kind": "train", "step": 1, "elapsed_s": 0.5, "tokens": 8192, "loss": 3.0})
-            (out / "ckpt.pt").write_bytes(b"a checkpoint")
+            self.checkpoint(out, 1)
         if out.name in self.fail:
             return 1, "some warning\nerror: something went wrong\n", None
         if out.name in self.stop:
@@ -51,6 +61,7 @@ class FakeTrain:
             return 0, "", signal.SIGINT
         self.write(out, {"kind": "eval", "step": 2, "elapsed_s": 1.0, "tokens": 16384, "reason": "end",
                          "loss": {"128": 2.0, "1024": 1.9}})
+        self.checkpoint(out, 2)     # as train.py: the final eval, then the final checkpoint
         if "--rope-switch" in cmd:
             jump = self.jumps.get(out.name)
             self.write(out, {"kind": "jump", "step": 2, "from": 128, "to": 256, "k": train.JUMP_K,
@@ -59,9 +70,27 @@ class FakeTrain:
         return 0, "", None
 
     @staticmethod
+    def checkpoint(out, step):
+        """A checkpoint as harness.checkpoint.load_checkpoint reads it, at this step (no weights)."""
+        torch.save({"format": CKPT_FORMAT, "config": {}, "model_config": {}, "model": {}, "optimizer": {},
+                    "state": {"step": step}}, out / "ckpt.pt")
+
+    @staticmethod
     def write(out, rec):
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
+
+
+def held(path: Path) -> bool:
+    """Whether another open file holds path's flock (a live train.py, for a run folder's .lock)."""
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 @pytest.fixture
@@ -300,3 +329,121 @@ def test_extend_evaluates_the_checkpoint_the_run_evaluated(tmp_path):
     assert list(losses) == ["64", "128"]
     assert losses["128"] == records(out, "eval")[-1]["loss"]["128"]
     assert json.loads((out / "extension.json").read_text()) == losses
+
+
+# ----------------------------------------------------------------------------- nothing lost, nothing silently wrong
+
+def hold(path: Path):
+    """path's flock, as another process holding it (flock conflicts between open files, even in one
+    process), with that process's pid written in it."""
+    f = open(path, "a+")
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.truncate(0)
+    f.write("4242")
+    f.flush()
+    return f
+
+
+def test_a_run_killed_in_its_final_checkpoint_is_resumed_not_kept(tmp_path, fake):
+    """metrics.jsonl says `end` at step 2 but ckpt.pt holds step 1 (killed while the final checkpoint
+    was written): not finished, so no experiment evaluates that stale model; the same command resumes it."""
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    grow = tmp_path / "exp" / "tokens" / "grow-s1"
+    fake.checkpoint(grow, 1)
+    assert not experiments.finished(grow)
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert fake.calls[3:] == [["--resume", str(grow)]] and experiments.finished(grow)
+
+
+def test_a_run_whose_checkpoint_cannot_be_read_is_not_reused(tmp_path, fake, capsys):
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    (tmp_path / "exp" / "tokens" / "grow-s1" / "ckpt.pt").write_bytes(b"cut short")
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert "grow-s1 holds a checkpoint that cannot be read: not used" in capsys.readouterr().out
+    assert len(fake.calls) == 4 and fake.calls[-1][-1].endswith("grow-s1-2")
+
+
+def test_a_second_experiments_py_on_the_same_folder_is_refused(tmp_path, fake, capsys):
+    folder = tmp_path / "exp" / "tokens"
+    folder.mkdir(parents=True)
+    other = hold(folder / ".lock")
+    try:
+        assert tokens(tmp_path, "--max-tokens", "1000") == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {folder} is in use by another experiments.py (pid 4242): wait for it to finish, "
+            "or give another --runs"]
+        assert fake.calls == [] and sorted(p.name for p in folder.iterdir()) == [".lock"]
+    finally:
+        other.close()
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0 and len(fake.calls) == 3
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0 and len(fake.calls) == 3   # our lock let go
+
+
+def test_a_run_a_live_train_holds_is_never_marked_failed(tmp_path, fake, capsys):
+    """Found held (its .lock, harness.runfolder) before the run, or taken between the look and the
+    run: one line, the run left as it is, and the same command resumes it once it is free."""
+    fake.stop = {"grow-s1"}
+    assert tokens(tmp_path, "--max-tokens", "1000") == 130
+    grow = tmp_path / "exp" / "tokens" / "grow-s1"
+    line = f"error: {grow} is in use by a live train.py (pid 4242): wait for it or stop it, then run this command again"
+    capsys.readouterr()
+    train_lock = hold(grow / ".lock")
+    try:
+        assert tokens(tmp_path, "--max-tokens", "1000") == 2
+        assert capsys.readouterr().err.splitlines() == [line] and len(fake.calls) == 3
+    finally:
+        train_lock.close()
+    taken = []
+    fake.meanwhile = lambda out: taken.append(hold(out / ".lock"))
+    try:
+        assert tokens(tmp_path, "--max-tokens", "1000") == 2
+        assert capsys.readouterr().err.splitlines() == [line] and len(fake.calls) == 4
+    finally:
+        taken[0].close()
+    assert not (grow / "failed.json").exists()
+    fake.meanwhile = None
+    assert tokens(tmp_path, "--max-tokens", "1000") == 0
+    assert fake.calls[-1] == ["--resume", str(grow)] and experiments.finished(grow)
+
+
+def test_train_runs_in_the_callers_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert experiments.run_train([sys.executable, "-c", "import os, sys; sys.stderr.write(os.getcwd())"]) == \
+        (0, str(tmp_path), None)
+
+
+@pytest.mark.parametrize("extra", ["--data mytext.txt --lr 3e-3", "--lr 3e-3 --data=mytext.txt"])
+def test_a_relative_data_path_in_extra_is_the_callers_file(tmp_path, fake, monkeypatch, extra):
+    """train.py is called by its path and runs where the user is; the run records the absolute path,
+    so the same command from another folder (another mytext.txt) is another run."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert tokens(tmp_path, "--max-tokens", "1000", "--extra", extra) == 0
+    assert fake.programs == [str(ROOT / "train.py")] * 3
+    assert all(c.count("--data") == 1 and c[c.index("--data") + 1] == str(here / "mytext.txt") and "3e-3" in c
+               for c in fake.calls)
+    assert experiments.recorded_config(tmp_path / "exp" / "tokens" / "grow-s1")["data"] == str(here / "mytext.txt")
+    monkeypatch.chdir(tmp_path)
+    assert tokens(tmp_path, "--max-tokens", "1000", "--extra", extra) == 0
+    assert len(fake.calls) == 6 and fake.calls[-1][-1].endswith("grow-s1-2")
+
+
+def test_publish_never_replaces_results_unasked(tmp_path, fake, capsys):
+    assert tokens(tmp_path, "--max-tokens", "1000", "--publish") == 0     # nothing there yet
+    table = tmp_path / "published" / "tokens.md"
+    table.write_text("the committed table\n")
+    capsys.readouterr()
+    assert tokens(tmp_path, "--max-tokens", "2000", "--publish") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --publish: {table} exists (committed results?); --force-publish replaces them, "
+        "or leave out --publish to write beside the runs"]
+    assert table.read_text() == "the committed table\n" and len(fake.calls) == 3     # refused before any run
+    assert tokens(tmp_path, "--max-tokens", "2000", "--force-publish") == 0
+    assert "2,000 tokens" in table.read_text()
+
+
+@pytest.mark.parametrize("spelled", [["--extra", "--compile"], ["--extra=--compile"]])
+def test_extra_takes_a_lone_flag(tmp_path, fake, spelled):
+    assert tokens(tmp_path, "--max-tokens", "1000", *spelled) == 0
+    assert len(fake.calls) == 3 and all(c.count("--compile") == 1 for c in fake.calls)
