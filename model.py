@@ -402,17 +402,23 @@ class GPT(nn.Module):
         A cache that cannot fit raises MemoryError with a one-line message, for the caller to
         name its flag. In CPU (or MPS) memory it is refused before allocating: the zeros are
         written buffer by buffer, and an oversized cache would fill the machine and meet the
-        OOM killer rather than an allocation error."""
+        OOM killer rather than an allocation error.
+
+        The buffers take the dtype the attention runs in: under autocast (bf16 on a GPU, or CPU
+        autocast) the keys and values are made in the autocast dtype, so fp32 buffers would
+        make SDPA cast the whole cached prefix back down at every decode step."""
         c, w = self.cfg, self.embed_in.weight
+        kind = w.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else w.dtype
         shape = (batch, c.n_head, max_len, c.head_dim)
-        size = 2 * c.n_layer * math.prod(shape) * w.element_size()
+        size = 2 * c.n_layer * math.prod(shape) * dtype.itemsize
         what = f"the KV cache for {batch} x {max_len:,} tokens needs {size / 2 ** 30:,.1f} GiB"
         if w.device.type != "cuda":
             ram = machine_memory()
             if size > ram // 2:
                 raise MemoryError(f"{what}, over half of this machine's {ram / 2 ** 30:.0f} GiB")
         try:
-            return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(c.n_layer)]
+            return [(w.new_zeros(shape, dtype=dtype), w.new_zeros(shape, dtype=dtype)) for _ in range(c.n_layer)]
         except RuntimeError:    # the allocator's refusal; torch.OutOfMemoryError on a GPU
             raise MemoryError(f"{what}, more than {w.device} can allocate") from None
 
