@@ -78,6 +78,11 @@ def ntk_base(base: float, d: int, s: float) -> float:
     return base * s ** (d / (d - 2))
 
 
+def yarn_attention_factor(s: float) -> float:
+    """YaRN's sqrt(1/t) = 0.1 ln(s) + 1 (Eq. 22; transformers' `attention_factor`, its default)."""
+    return 0.1 * math.log(s) + 1.0
+
+
 def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float):
     """RoPE stretched from a context of `orig_len` tokens to s * orig_len: -> (frequencies, attention factor).
 
@@ -120,7 +125,7 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
     freq = 1.0 / (s * pos_freqs) * (1 - keep) + 1.0 / pos_freqs * keep
     # sqrt(1/t) = 0.1 ln(s) + 1 multiplies cos and sin (transformers' `attention_factor`), so it scales
     # q and k alike and the rotated part of q.k by its square: sharper attention over more tokens.
-    return freq, 0.1 * math.log(s) + 1.0
+    return freq, yarn_attention_factor(s)
 
 
 def machine_memory() -> int:
