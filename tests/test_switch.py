@@ -24,10 +24,13 @@ from test_train import FAST, fail, records
 ROOT = Path(__file__).resolve().parent.parent
 BASE, ROT_DIM = 10000.0, 16
 # The RoPE of a model trained at ORIG tokens, stretched to S * ORIG. With ORIG = 1024 the 8 frequencies
-# make 163, 52, 16, 5.2, 1.6, 0.5, ... rotations over ORIG: YaRN keeps the first two, ramps the next
-# three and interpolates the rest, so all three of its regimes are checked.
+# make 163, 52, 16, 5.2, 1.6, 0.5, ... rotations over ORIG. YaRN's ramp runs over the dim index
+# between the dims making beta = 32 and alpha = 1 rotations, i = 16 ln(1024 / (2 pi r)) / (2 ln 10^4)
+# = 1.41 and 4.42, widened to whole dims 1 and 5: dims 0-1 keep their frequency, 2, 3, 4 keep
+# 3/4, 1/2, 1/4 of it (the rest interpolated), 5-7 are interpolated, so all three regimes are checked.
 ORIG, S = 1024, 4.0
 POSITIONS, DIMS = [0, 1, 777, 4095], [0, 1, 2, 3, 4, 7]
+YARN_KEEP = [1, 1, 0.75, 0.5, 0.25, 0, 0, 0]
 
 
 def expected_angle(method, m, i):
@@ -37,9 +40,8 @@ def expected_angle(method, m, i):
         return (m / S) * theta
     if method == "ntk":                  # base -> base * s^(d/(d-2))
         return m * (BASE * S ** (ROT_DIM / (ROT_DIM - 2))) ** (-2 * i / ROT_DIM)
-    rotations = ORIG * theta / (2 * math.pi)          # YaRN Eq. 17-18, alpha 1, beta 32
-    gamma = min(1.0, max(0.0, (rotations - 1) / (32 - 1)))
-    return m * ((1 - gamma) * theta / S + gamma * theta)
+    keep = YARN_KEEP[i]                                # YaRN Eq. 17-18 as its authors' code ramps it
+    return m * ((1 - keep) * theta / S + keep * theta)
 
 
 @pytest.mark.parametrize("method", ["pi", "ntk", "yarn"])
