@@ -227,10 +227,14 @@ def load_hf(folder) -> tuple:
         cfg = json.loads(cfg_path.read_text())
     except (ValueError, OSError) as e:
         raise ExportError(f"{cfg_path}: not a readable JSON file ({e})") from None
-    shape = shape_from_hf(cfg, str(cfg_path))
+    try:        # a hand-edited config.json: a value of another type, or a list where a dict was
+        shape = shape_from_hf(cfg, str(cfg_path))
+        with torch.device("meta"):                                  # names and shapes only, no memory
+            expected = GPT(GPTConfig(**shape)).state_dict()
+    except (TypeError, ValueError, AttributeError) as e:
+        why = (str(e) or type(e).__name__).splitlines()[0]
+        raise ExportError(f"{cfg_path}: not a GPT-NeoX config our model can build ({why})") from None
     state = from_hf_names(read_weights(folder))
-    with torch.device("meta"):                                      # names and shapes only, no memory
-        expected = GPT(GPTConfig(**shape)).state_dict()
     for name, t in expected.items():
         if name not in state:
             raise ExportError(f"{folder}: weights lack {name}")
