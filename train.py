@@ -29,15 +29,14 @@ import export
 import prepare
 import schedule as sched
 from harness import checkpoint as ckpt_file, cli, device as hw, distributed, report
-from harness.config import TrainConfig, check_config, make_plans, merge_resumed, parse_config, planned_budget
+from harness.config import TrainConfig, check_config, make_plans, merge_resumed, parse_config
 from harness.report import Interval, LogWindow, WallTime
 from harness.runfolder import Metrics, RunFolder
 from model import GPT, make_config
 
 EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
 JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
-# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 129/130/143 a signal before
-# training started (once training, a signal checkpoints and exits 0).
+# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory, 129/130/143 a signal before training.
 EXIT_NAN, EXIT_OOM = 3, hw.EXIT_OOM
 
 
@@ -95,20 +94,18 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     check_config(cfg)
     device = hw.pick_device(cfg.device, ranks.local_rank)
     dtype, attn = hw.pick_dtype(cfg.dtype, device), hw.pick_attn(cfg.attn, device)
-    saved = ckpt["state"] if ckpt else None
-    plan, end, eval_lengths = make_plans(cfg, ranks.world, saved and planned_budget(saved.planned, ckpt["config"]))
-    if saved and end.done(saved.elapsed_s, saved.tokens):    # and nothing is written
-        raise cli.NothingToDo(report.finished_already(cfg.resume, saved.step, end.budget_point(1.0)))
+    plan, end, eval_lengths = make_plans(cfg, ranks.world, ckpt)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))
     data = load_data(cfg, ranks)
     data.check_windows(plan.stages[-1].seq_len, max(eval_lengths))
     if ckpt is not None:
         ckpt_file.check_data(ckpt, data.fingerprint, f"--resume {cfg.resume}")
     model, opt = build_model(cfg, attn, data.vocab_size, device, ckpt)
+    ckpt_file.check_unfinished(ckpt, end, cfg.resume)      # after every other check
     state, gen = start_state(cfg, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
     folder = distributed.agree(ranks, RunFolder.claim if ranks.master else None, cfg.out, cfg.resume,
-                               (saved.step, saved.metrics_bytes) if saved else None)
+                               (ckpt["state"].step, ckpt["state"].metrics_bytes) if ckpt else None)
     out = Path(distributed.share_from_rank0(str(folder.path) if folder else None, ranks))
     try:
         train_model = distributed.wrap_ddp(torch.compile(model, dynamic=False) if cfg.compile else model, ranks, device)
@@ -123,7 +120,10 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
 
 
 def load_data(cfg: TrainConfig, ranks: distributed.Ranks) -> datalib.TokenData:
-    """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective)."""
+    """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective).
+    A path is kept resolved in the config, so that a resume from elsewhere finds the same corpus."""
+    if cfg.data not in prepare.BUILTIN_CORPORA and Path(cfg.data).exists():
+        cfg.data = str(Path(cfg.data).resolve())
     distributed.agree(ranks, prepare.resolve if ranks.master else None, cfg.data, cfg.tokenizer)
     return distributed.agree(ranks, prepare.open_data, cfg.data, cfg.tokenizer)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cli import UserError
+from harness.cli import NothingToDo, UserError
 from harness.files import atomic_write
 from model import GPT, GPTConfig
 
@@ -77,6 +77,13 @@ def check_data(ckpt: dict, fingerprint: str, where: str):
     if ckpt.get("data_fingerprint") not in (None, fingerprint):
         raise UserError(f"{where}: the data changed since the checkpoint (fingerprint "
                         f"{ckpt['data_fingerprint']} -> {fingerprint}); resuming would train on other tokens")
+
+
+def check_unfinished(ckpt: dict, end, where: str):
+    """A finished run resumed with its own budget (`end`, a schedule.Plan): nothing to do, nothing written."""
+    if ckpt is not None and end.done(ckpt["state"].elapsed_s, ckpt["state"].tokens):
+        raise NothingToDo(f"{where}: the run is finished (step {ckpt['state'].step}, budget {end.budget_point(1.0)}); "
+                          f"nothing to do. To extend it, give a larger --budget or --max-tokens")
 
 
 def model_from_checkpoint(ckpt: dict, where: str, attn: str = "sdpa") -> GPT:

@@ -3,14 +3,12 @@ import argparse
 import functools
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Optional
 
 import schedule as sched
 from data import TOKENIZERS
 from harness.cli import OneLineParser, UserError
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
-from prepare import BUILTIN_CORPORA
 
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
 # Changing these on --resume would make another run. Not --data: its fingerprint decides
@@ -129,11 +127,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 def parse_config(argv=None, description: str = "Train with GrowLength."):
     """-> (config, names of the flags given explicitly); on --resume the saved config is the base."""
     given = vars(build_parser(description).parse_args(argv))
-    cfg = TrainConfig(**given)
-    # A path is stored resolved, so that a resume from another folder finds the same corpus.
-    if cfg.data not in BUILTIN_CORPORA and str(cfg.data).strip() and Path(cfg.data).exists():
-        cfg.data = str(Path(cfg.data).resolve())
-    return cfg, set(given)
+    return TrainConfig(**given), set(given)
 
 
 def check_config(cfg: TrainConfig):
@@ -179,20 +173,16 @@ def merge_resumed(cfg: TrainConfig, explicit: set, saved_config: dict) -> TrainC
     return saved
 
 
-def make_plans(cfg: TrainConfig, world: int, planned: Optional[list] = None):
+def make_plans(cfg: TrainConfig, world: int, ckpt: Optional[dict] = None):
     """-> (plan, end, eval lengths): `plan`, the stages and LR for the budget the run was planned
-    with (`planned` [seconds, tokens]; None: this one); `end`, for this invocation's budget, says
-    when to stop (EXTENDING). Every schedule rule is checked here, before any file is written."""
+    with (its checkpoint's; one from before that was kept: its config's); `end`, for this
+    invocation's budget, says when to stop (EXTENDING). Every schedule rule is checked here."""
+    planned = ckpt and (ckpt["state"].planned or budget_of(config_from(ckpt["config"])))
     lengths, micro = sched.parse_schedule(cfg.schedule), cfg.micro_batch_tokens
     plan_for = functools.partial(sched.Plan.make, lengths, sched.parse_ratios(cfg.ratios, len(lengths)),
                                  cfg.tokens_per_step, world=world, micro_batch_tokens=None if micro == "auto" else micro)
     end = plan_for(*budget_of(cfg))
     return plan_for(*planned) if planned else end, end, sched.parse_eval_lengths(cfg.eval_lengths, lengths)
-
-
-def planned_budget(planned: Optional[list], saved_config: dict) -> list:
-    """A checkpoint's planned budget; one from before it was recorded: its config's budget."""
-    return planned or budget_of(config_from(saved_config))
 
 
 def budget_of(cfg: TrainConfig) -> list:

@@ -37,11 +37,6 @@ def eval_line(step: int, elapsed_s: float, reason: str, losses: dict):
           "  ".join(f"T={k} {v:.4f}" for k, v in losses.items()))
 
 
-def finished_already(folder: str, step: int, budget: str) -> str:
-    return (f"{folder}: the run is finished (step {step}, budget {budget}); nothing to do. "
-            f"To extend it, give a larger --budget or --max-tokens")
-
-
 def world_changed(saved_world: int, world: int, show: bool):
     if show:
         print(f"warning: the checkpoint was written by {saved_world} rank(s), this run has {world}: the data "

@@ -49,11 +49,15 @@ class RunFolder:
         folder = RunFolder(path, created, not in_place, lock, at[0] if at else 0)
         try:
             folder.check_history(at if in_place else None)
-            if at is not None and not in_place:
-                copy_run(Path(resume), path, at)
         except BaseException:
-            folder.discard_if_unused()
+            folder.release()        # refused: the folder's files are not ours
             raise
+        if at is not None and not in_place:
+            try:
+                copy_run(Path(resume), path, at)
+            except BaseException:
+                folder.discard_if_unused()     # checked above: it held no run, so what is there we copied
+                raise
         return folder
 
     @staticmethod

@@ -186,8 +186,11 @@ def test_generation_never_draws_a_padding_id(use_cache, temperature):
 def test_sample_py_on_a_padded_gpt2_head_prints_text(tmp_path, capsys):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50304, n_layer=1, n_head=2, n_embd=16)).eval()
-    with torch.no_grad():
-        model.embed_out.weight[50257:] = 5.0                     # padding ids the likeliest
+    with torch.no_grad():       # every position's features = 1, so the padding rows' logits are 16 x 5, the rest 0
+        model.final_layer_norm.weight.zero_()
+        model.final_layer_norm.bias.fill_(1.0)
+        model.embed_out.weight.zero_()
+        model.embed_out.weight[50257:] = 5.0
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     (tmp_path / "g").mkdir()
     save_checkpoint(tmp_path / "g" / "ckpt.pt", {"tokenizer": "gpt2"}, model, opt, {"step": 1}, "x")
