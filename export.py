@@ -346,11 +346,15 @@ def load_hf(folder) -> tuple:
         cfg = json.loads(cfg_path.read_text())
     except (ValueError, OSError) as e:
         raise ExportError(f"{cfg_path}: not a readable JSON file ({e})") from None
-    shape = shape_from_hf(cfg, str(cfg_path))
+    try:        # a hand-edited config.json: a value of another type, or a list where a dict was
+        shape = shape_from_hf(cfg, str(cfg_path))
+        # Names and shapes only, no memory. RoPE's scaling is no weight (and meta tensors have no values to scale).
+        with torch.device("meta"):
+            expected = GPT(GPTConfig(**{**shape, "rope_switch": "none"})).state_dict()
+    except (TypeError, ValueError, AttributeError) as e:
+        why = (str(e) or type(e).__name__).splitlines()[0]
+        raise ExportError(f"{cfg_path}: not a GPT-NeoX config our model can build ({why})") from None
     state = from_hf_names(read_weights(folder))
-    # Names and shapes only, no memory. RoPE's scaling is no weight (and meta tensors have no values to scale).
-    with torch.device("meta"):
-        expected = GPT(GPTConfig(**{**shape, "rope_switch": "none"})).state_dict()
     for name, t in expected.items():
         if name not in state:
             raise ExportError(f"{folder}: weights lack {name}")

@@ -451,7 +451,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, max_context=None,
-                 use_cache: bool = True):
+                 use_cache: bool = True, vocab_size=None):
         """Sample max_new_tokens tokens after idx (B, T), one at a time.
 
         With the KV cache (default) the prompt runs once, then each step runs only the newest
@@ -459,25 +459,26 @@ class GPT(nn.Module):
         prefix's full forward. use_cache=False re-runs the whole context every step (the
         reference the cache is tested against). The context is not cropped unless
         `max_context` is given (RoPE extrapolates); a sliding window shifts every position,
-        so it cannot reuse cached keys and always runs uncached."""
+        so it cannot reuse cached keys and always runs uncached. vocab_size: the tokenizer's (the
+        head is padded, 50257 -> 50304; no padding id is ever drawn)."""
         if not use_cache or max_context is not None:
             for _ in range(max_new_tokens):
                 ctx = idx if max_context is None else idx[:, -max_context:]
-                idx = torch.cat((idx, sample_next(self(ctx)[0][:, -1], temperature, top_k)), dim=1)
+                idx = torch.cat((idx, sample_next(self(ctx)[0][:, -1], temperature, top_k, vocab_size)), dim=1)
             return idx
         cache = self.new_kv_cache(idx.size(0), idx.size(1) + max_new_tokens)
         pos, new = 0, idx                                       # the first step runs the whole prompt
         for _ in range(max_new_tokens):
             logits = self.forward_cached(new, cache, pos)       # (B, t, vocab)
             pos += new.size(1)
-            new = sample_next(logits[:, -1], temperature, top_k)
+            new = sample_next(logits[:, -1], temperature, top_k, vocab_size)
             idx = torch.cat((idx, new), dim=1)
         return idx
 
 
-def sample_next(logits, temperature: float, top_k=None):
+def sample_next(logits, temperature: float, top_k=None, vocab_size=None):
     """One token per row from the last position's logits (B, vocab); temperature <= 0: greedy."""
-    logits = logits.float()
+    logits = logits[:, :vocab_size].float()     # a padded head's rows past the tokenizer's are no token
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature

@@ -74,7 +74,8 @@ def generate(argv=None) -> int:
     torch.manual_seed(args.seed)
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     try:
-        out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+        out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             vocab_size=tok.vocab_size)
     except MemoryError as e:   # the KV cache for prompt + max_new_tokens, allocated up front
         raise UserError(f"{e}; lower --max-new-tokens or --num-samples") from None
     for row in out.tolist():

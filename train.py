@@ -29,15 +29,14 @@ import export
 import prepare
 import schedule as sched
 from harness import checkpoint as ckpt_file, cli, device as hw, distributed, report
-from harness.config import TrainConfig, check_config, merge_resumed, parse_config
+from harness.config import TrainConfig, check_config, make_plans, merge_resumed, parse_config
 from harness.report import Interval, LogWindow, WallTime
 from harness.runfolder import Metrics, RunFolder
 from model import GPT, make_config
 
 EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
 JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
-# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory; 130/143 a signal before
-# training started (once training, a signal checkpoints and exits 0).
+# Exit codes: 2 a user error, 3 a non-finite loss, 4 out of memory, 129/130/143 a signal before training.
 EXIT_NAN, EXIT_OOM = 3, hw.EXIT_OOM
 
 
@@ -54,6 +53,8 @@ class TrainState:
     step_losses: list = field(default_factory=list)   # [seq_len, loss] per step: the loss jump at each switch
     data_rng: list = field(default_factory=list)      # every rank's data-window generator state
     torch_rng: Optional[torch.Tensor] = None          # for anything else random (sampling at the end)
+    planned: Optional[list] = None     # [seconds, tokens]: the budget the stages and LR were planned for
+    metrics_bytes: int = 0             # metrics.jsonl's length when checkpointed: the records it knows
 
     def count_step(self, seq_len: int, tokens: int, seconds: float, loss: float):
         self.step += 1
@@ -73,7 +74,8 @@ class Run:
     device: str
     dtype: torch.dtype
     autocast: object
-    plan: sched.Plan
+    plan: sched.Plan                # the stages and LR, for the budget the run was planned with
+    end: sched.Plan                 # this invocation's budget: when to stop (config.EXTENDING)
     eval_lengths: list
     data: datalib.TokenData
     model: GPT
@@ -91,22 +93,23 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     before the run folder is claimed, so a mistake leaves nothing on disk."""
     check_config(cfg)
     device = hw.pick_device(cfg.device, ranks.local_rank)
-    dtype = hw.pick_dtype(cfg.dtype, device)
-    attn = hw.pick_attn(cfg.attn, device)
-    plan, eval_lengths = make_plan(cfg, ranks.world)
+    dtype, attn = hw.pick_dtype(cfg.dtype, device), hw.pick_attn(cfg.attn, device)
+    plan, end, eval_lengths = make_plans(cfg, ranks.world, ckpt)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))
     data = load_data(cfg, ranks)
     data.check_windows(plan.stages[-1].seq_len, max(eval_lengths))
     if ckpt is not None:
         ckpt_file.check_data(ckpt, data.fingerprint, f"--resume {cfg.resume}")
     model, opt = build_model(cfg, attn, data.vocab_size, device, ckpt)
+    ckpt_file.check_unfinished(ckpt, end, cfg.resume)      # after every other check
     state, gen = start_state(cfg, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
-    folder = distributed.agree(ranks, RunFolder.claim if ranks.master else None, cfg.out, ckpt["state"].step if ckpt else None)
+    folder = distributed.agree(ranks, RunFolder.claim if ranks.master else None, cfg.out, cfg.resume,
+                               (ckpt["state"].step, ckpt["state"].metrics_bytes) if ckpt else None)
     out = Path(distributed.share_from_rank0(str(folder.path) if folder else None, ranks))
     try:
         train_model = distributed.wrap_ddp(torch.compile(model, dynamic=False) if cfg.compile else model, ranks, device)
-        run = Run(cfg, ranks, device, dtype, hw.autocast_for(device, dtype), plan, eval_lengths, data, model,
+        run = Run(cfg, ranks, device, dtype, hw.autocast_for(device, dtype), plan, end, eval_lengths, data, model,
                   train_model, opt, gen, out, Metrics(out / "metrics.jsonl" if ranks.master else None),
                   wall, hw.Mfu(model.cfg, device, ranks.world))
     except BaseException:
@@ -116,18 +119,11 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     return run, state, folder
 
 
-def make_plan(cfg: TrainConfig, world: int):
-    """The stage table and eval lengths; every schedule rule is checked here, before any file is written."""
-    lengths = sched.parse_schedule(cfg.schedule)
-    budget = cfg.budget_or_default()
-    plan = sched.Plan.make(lengths, sched.parse_ratios(cfg.ratios, len(lengths)), cfg.tokens_per_step,
-                           sched.parse_duration(budget) if budget is not None else None, cfg.max_tokens, world,
-                           None if cfg.micro_batch_tokens == "auto" else cfg.micro_batch_tokens)
-    return plan, sched.parse_eval_lengths(cfg.eval_lengths, lengths)
-
-
 def load_data(cfg: TrainConfig, ranks: distributed.Ranks) -> datalib.TokenData:
-    """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective)."""
+    """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective).
+    A path is kept resolved in the config, so that a resume from elsewhere finds the same corpus."""
+    if cfg.data not in prepare.BUILTIN_CORPORA and Path(cfg.data).exists():
+        cfg.data = str(Path(cfg.data).resolve())
     distributed.agree(ranks, prepare.resolve if ranks.master else None, cfg.data, cfg.tokenizer)
     return distributed.agree(ranks, prepare.open_data, cfg.data, cfg.tokenizer)
 
@@ -166,6 +162,7 @@ def start_state(cfg: TrainConfig, ckpt: Optional[dict], ranks: distributed.Ranks
         gen.set_state(state.data_rng[ranks.rank])
     else:
         gen.manual_seed((seed + 7919 * state.step) % 2 ** 64)
+        report.world_changed(len(state.data_rng), ranks.world, ranks.master)
     if state.torch_rng is not None:
         torch.set_rng_state(state.torch_rng)
     return state, gen
@@ -223,6 +220,7 @@ def checkpoint(run: Run, state: TrainState):
     with run.wall.part("checkpointing"):
         state.data_rng = distributed.gather_generators(run.gen, run.ranks)
         state.torch_rng = torch.get_rng_state()
+        state.planned, state.metrics_bytes = [run.plan.budget_s, run.plan.max_tokens], run.metrics.size()
         if run.ranks.master:
             ckpt_file.save_checkpoint(run.out / "ckpt.pt", asdict(run.cfg), run.model, run.opt, asdict(state),
                                       run.data.fingerprint)
@@ -249,7 +247,7 @@ def train(argv=None) -> int:
             stop.restore()
         run.metrics.close()
         if folder is not None:      # failed before any step (an exception, OOM, NaN, a signal): leave no trace
-            folder.close(unused=code != 0 and state.step == 0)
+            folder.close(failed=code != 0, step=state.step)
 
 
 def start(run: Run, state: TrainState, resumed: bool) -> report.Evaluator:
@@ -288,9 +286,10 @@ def train_loop(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop
     while True:
         # 1. schedule: rank 0's clock decides for every rank, so stages never split.
         hw.sync(run.device)
-        progress = distributed.from_rank0(plan.progress(clock.elapsed(), state.tokens), ranks, run.device)
+        now = distributed.from_rank0(clock.elapsed(), ranks, run.device)
+        progress = plan.progress(now, state.tokens)
         stopped = distributed.any_rank(stop(state.step), ranks, run.device)   # a signal may reach one rank only
-        if progress >= 1.0 or stopped:
+        if run.end.done(now, state.tokens) or stopped:
             break
         i = plan.stage_index(progress)
         if i != stage_idx:      # a new stage: announce it, and evaluate where the last one ended
@@ -340,7 +339,7 @@ def train_loop(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop
 
     clock.pause()
     state.elapsed_s = clock.elapsed()
-    return finish(run, state, evaluate_now, stop if stopped else None)
+    return finish(run, state, evaluate_now, stop, stopped)
 
 
 def log(run: Run, state: TrainState, i: int, lr: float, window: LogWindow):
@@ -352,7 +351,7 @@ def log(run: Run, state: TrainState, i: int, lr: float, window: LogWindow):
                   batch_size=stage.batch_size, loss=round(loss, 6), lr=lr, tokens_per_s=round(tps, 1),
                   **({"mfu": round(mfu, 4)} if mfu is not None else {}))
     run.metrics.write("train", **record)
-    report.log_line(record, i, len(run.plan.stages), run.plan.budget_point(1.0))
+    report.log_line(record, i, len(run.plan.stages), run.end.budget_point(1.0))
 
 
 def begin_stage(run: Run, state: TrainState, i: int):
@@ -363,19 +362,21 @@ def begin_stage(run: Run, state: TrainState, i: int):
         report.stage_line(i, len(run.plan.stages), stage, run.cfg.tokens_per_step)
 
 
-def finish(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop: Optional[cli.StopRequest]) -> int:
-    """Stopped early (`stop`: on any rank): checkpoint and say how to resume. Done: final eval,
-    checkpoint, loss jumps at the switches, summary, sample."""
-    if stop is not None:
-        checkpoint(run, state)
+def finish(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop: cli.StopRequest, stopped: bool) -> int:
+    """Stopped early (on any rank): checkpoint and say how to resume. Done: final eval, loss jumps at
+    the switches, checkpoint, summary, sample. No signal can abandon that checkpoint (stop.final)."""
+    if stopped:
+        with stop.final():
+            checkpoint(run, state)
         if run.ranks.master:
             report.stopped(stop.reason(state.step), state.step, state.elapsed_s, run.out, run.ranks.world)
         return 0
     final = evaluate_now(state, "end")
-    checkpoint(run, state)
     jumps = sched.loss_jumps([T for T, _ in state.step_losses], [loss for _, loss in state.step_losses], JUMP_K)
     for j in jumps:
         run.metrics.write("jump", **j)
+    with stop.final():
+        checkpoint(run, state)      # after the records: it knows them all (metrics_bytes)
     if run.ranks.master:
         report.summary(state.step, state.tokens, state.elapsed_s, state.stage_stats, final, jumps,
                        run.mfu if run.mfu.peak else None, run.wall.line(state.elapsed_s), run.out)

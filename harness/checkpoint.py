@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cli import UserError
+from harness.cli import NothingToDo, UserError
 from harness.files import atomic_write
 from model import GPT, GPTConfig
 
@@ -51,9 +51,16 @@ def load_checkpoint(folder: str, state_type=dict) -> dict:
     return ckpt
 
 
+def model_shape(ckpt: dict) -> dict:
+    """The checkpoint's model shape, a field it predates (written before the field existed: the
+    RoPE-switch ones, say) taking its GPTConfig default, which is what that model computed."""
+    return {**GPTConfig().shape(), **ckpt["model_config"]}
+
+
 def check_shape(ckpt: dict, shape: dict, where: str):
     """The checkpoint's model must be the run's model (up to the RoPE state a switch set)."""
-    diff = [k for k in shape if k not in ROPE_STATE and ckpt["model_config"].get(k) != shape[k]]
+    saved = model_shape(ckpt)
+    diff = [k for k in shape if k not in ROPE_STATE and saved.get(k) != shape[k]]
     if diff:
         raise UserError(f"{where}: checkpoint model differs in {', '.join(diff)}; cannot continue it with this model")
 
@@ -72,11 +79,18 @@ def check_data(ckpt: dict, fingerprint: str, where: str):
                         f"{ckpt['data_fingerprint']} -> {fingerprint}); resuming would train on other tokens")
 
 
+def check_unfinished(ckpt: dict, end, where: str):
+    """A finished run resumed with its own budget (`end`, a schedule.Plan): nothing to do, nothing written."""
+    if ckpt is not None and end.done(ckpt["state"].elapsed_s, ckpt["state"].tokens):
+        raise NothingToDo(f"{where}: the run is finished (step {ckpt['state'].step}, budget {end.budget_point(1.0)}); "
+                          f"nothing to do. To extend it, give a larger --budget or --max-tokens")
+
+
 def model_from_checkpoint(ckpt: dict, where: str, attn: str = "sdpa") -> GPT:
     """The checkpoint's model with its weights, on the CPU. The attention backend is a runtime
     choice (sdpa runs anywhere); the weights do not depend on it."""
     try:
-        model = GPT(GPTConfig(**ckpt["model_config"], attn=attn))
+        model = GPT(GPTConfig(**model_shape(ckpt), attn=attn))
     except (ValueError, TypeError) as e:   # a config the model refuses (e.g. a rope_switch this version lacks)
         raise UserError(f"{where}: the checkpoint's model config cannot be built: {e}") from None
     try:

@@ -8,13 +8,13 @@ import argparse
 import os
 import signal
 import sys
+from contextlib import contextmanager
 
 from data import DataError
-from harness.boot import stopped
+from harness.boot import SIGNALS, stopped
 from schedule import ScheduleError
 
 EXIT_USER = 2
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class UserError(Exception):
@@ -28,6 +28,10 @@ class RankError(UserError):
 
 
 USER_ERRORS = (UserError, ScheduleError, DataError)
+
+
+class NothingToDo(Exception):
+    """Nothing to do (a finished run resumed with its own budget): one line saying so, exit 0."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,7 +52,7 @@ def say_error(e: Exception):
 
 
 def stop(signum, _frame):
-    """Ctrl-C or SIGTERM once running: one line and exit 130/143, never a traceback. Raised as
+    """Ctrl-C, SIGTERM or SIGHUP once running: one line and exit 130/143, never a traceback. Raised as
     SystemExit, so that a file being written is cleaned up (harness.files.atomic_write)."""
     raise SystemExit(stopped(signum))
 
@@ -71,6 +75,10 @@ def run(main, argv=None, handlers=None) -> int:
     except USER_ERRORS as e:
         say_error(e)
         return EXIT_USER
+    except NothingToDo as e:
+        if is_rank0():
+            print(e, flush=True)
+        return 0
     except tuple(handlers) as e:
         return next(fn for kind, fn in handlers.items() if isinstance(e, kind))(e)
     finally:
@@ -84,9 +92,17 @@ def interrupt_on_signals():
         signal.signal(sig, signal.default_int_handler)
 
 
+def say_now(line: str):
+    """One line on stderr from a signal handler: os.write, as print could be mid-line already."""
+    if is_rank0():
+        os.write(2, (line + "\n").encode())
+
+
 class StopRequest:
-    """Once training: SIGINT/SIGTERM ask the loop to stop after the current step (checkpoint,
-    exit 0); a second signal kills as usual. --stop-at-step asks the same at a given step."""
+    """Once training: the first signal asks the loop to stop after the current step and write a
+    checkpoint, and says so at once. A second one before that checkpoint begins quits at once
+    (`stop`: one line, the last periodic checkpoint intact); while it is written (`final`), signals
+    wait for it, so the first one's promise holds. --stop-at-step asks the same at a given step."""
 
     def __init__(self, at_step):
         self.at_step, self.signum = at_step, None
@@ -94,7 +110,25 @@ class StopRequest:
 
     def on_signal(self, signum, _frame):
         self.signum = signum
-        signal.signal(signum, signal.SIG_DFL)
+        for s in SIGNALS:
+            signal.signal(s, stop)
+        again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+        say_now(f"{signal.Signals(signum).name}: stopping after this step and writing a checkpoint "
+                f"({again} quits at once, keeping only the last checkpoint)")
+
+    @staticmethod
+    def wait(signum, _frame):
+        say_now(f"{signal.Signals(signum).name}: writing the checkpoint first; it stops right after")
+
+    @contextmanager
+    def final(self):
+        """The run's last checkpoint: no signal can abandon it half-way (nor the promise above)."""
+        before = {s: signal.signal(s, self.wait) for s in SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
 
     def __call__(self, step: int) -> bool:
         return self.signum is not None or (self.at_step is not None and step >= self.at_step)

@@ -1,16 +1,22 @@
 """train.py's flags -> TrainConfig, the checks argparse cannot make, and merging on --resume."""
 import argparse
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
+import schedule as sched
 from data import TOKENIZERS
 from harness.cli import OneLineParser, UserError
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
-# Changing these on --resume would make a different run, not a continuation of this one.
-FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "data", "tokenizer", "rope_switch")
+# Changing these on --resume would make another run. Not --data: its fingerprint decides
+# (checkpoint.check_data), so a corpus that moved can be named anew.
+FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "tokenizer", "rope_switch")
+EXTENDING = ("budget: a resumed run with another --budget or --max-tokens keeps its plan (stages and LR stay where "
+             "its first budget put them); past that budget's end it trains on at the last stage's length with the "
+             "LR at its floor (--min-lr-ratio); a smaller budget stops it earlier")
 
 
 @dataclass
@@ -79,8 +85,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--schedule", help=f"stage lengths, strictly increasing (default {d.schedule})")
     a("--ratios", help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
     a("--budget", help=f"training wallclock, e.g. 90s, 5m, 1h (default {DEFAULT_BUDGET} "
-      "unless --max-tokens is given); eval and checkpoints do not count")
-    a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs")
+      "unless --max-tokens is given); eval and checkpoints do not count. Extending a run's " + EXTENDING)
+    a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs (on --resume: see --budget)")
     a("--tokens-per-step", type=int,
       help=f"tokens per optimizer step, constant across stages; batch = this // seq_len (default {d.tokens_per_step})")
     a("--micro-batch-tokens", type=auto_or_tokens,
@@ -100,7 +106,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--eval-interval", type=float, help=f"seconds of training between evals (default {d.eval_interval:g})")
     a("--log-interval", type=float, help=f"seconds of training between log lines (0: every step; default {d.log_interval:g})")
     a("--ckpt-interval", type=float, help=f"seconds of training between checkpoints (default {d.ckpt_interval:g})")
-    a("--out", help="run folder (default runs/<timestamp>)")
+    a("--out", help="run folder (default runs/<timestamp>); with --resume, a new folder to continue "
+      "the run in (its checkpoint and metrics are copied there first; the resumed folder is left as it is)")
     a("--resume", help="continue the run in this folder")
     a("--init-from", metavar="DIR", help="start from the weights of a local Hugging Face GPT-NeoX folder "
       "(config.json + safetensors/bin) of the --preset's shape; schedule, optimizer and clock start fresh")
@@ -134,6 +141,8 @@ def check_config(cfg: TrainConfig):
         (0.0 <= cfg.grad_clip < math.inf, f"--grad-clip {cfg.grad_clip}: must be >= 0 (0: off)"),
         (0 <= cfg.seed < 2 ** 63, f"--seed {cfg.seed}: must be in 0 .. 2**63-1"),
         (str(cfg.data).strip() != "", "--data '': give 'shakespeare', a prepared folder, or a text file/folder"),
+        (cfg.out is None or cfg.out.strip() != "", "--out '': give a folder (or leave --out out: runs/<timestamp>)"),
+        (cfg.stop_at_step is None or cfg.stop_at_step >= 0, f"--stop-at-step {cfg.stop_at_step}: must be >= 0"),
         (cfg.eval_tokens > 0, f"--eval-tokens {cfg.eval_tokens}: must be positive"),
         (cfg.sample_tokens >= 0, f"--sample-tokens {cfg.sample_tokens}: must be >= 0"),
     ] + [(0.0 <= getattr(cfg, f"{name}_interval") < math.inf, f"--{name}-interval: must be seconds >= 0")
@@ -143,9 +152,14 @@ def check_config(cfg: TrainConfig):
             raise UserError(message)
 
 
+def config_from(saved_config: dict) -> TrainConfig:
+    """A checkpoint's config (a field this version lacks is dropped; one it lacks, defaulted)."""
+    return TrainConfig(**{k: v for k, v in saved_config.items() if k in {f.name for f in fields(TrainConfig)}})
+
+
 def merge_resumed(cfg: TrainConfig, explicit: set, saved_config: dict) -> TrainConfig:
-    """The checkpoint's config, with the flags given now on top (a longer budget extends a run)."""
-    saved = TrainConfig(**{k: v for k, v in saved_config.items() if k in {f.name for f in fields(TrainConfig)}})
+    """The checkpoint's config, with the flags given now on top (a budget extends a run: EXTENDING)."""
+    saved = config_from(saved_config)
     for name in sorted(explicit & set(FIXED_ON_RESUME)):
         if getattr(cfg, name) != getattr(saved, name):
             raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
@@ -154,6 +168,23 @@ def merge_resumed(cfg: TrainConfig, explicit: set, saved_config: dict) -> TrainC
         raise UserError("--init-from starts a new run from other weights; it cannot be combined with --resume")
     for name in explicit:
         setattr(saved, name, getattr(cfg, name))
-    # Flags about this invocation, not the run: never inherited from the checkpoint.
-    saved.resume, saved.out, saved.stop_at_step = cfg.resume, cfg.resume, cfg.stop_at_step
+    # Flags about this invocation, not the run: never inherited (another --out: RunFolder.claim copies the run).
+    saved.resume, saved.stop_at_step, saved.out = cfg.resume, cfg.stop_at_step, cfg.out if "out" in explicit else cfg.resume
     return saved
+
+
+def make_plans(cfg: TrainConfig, world: int, ckpt: Optional[dict] = None):
+    """-> (plan, end, eval lengths): `plan`, the stages and LR for the budget the run was planned
+    with (its checkpoint's; one from before that was kept: its config's); `end`, for this
+    invocation's budget, says when to stop (EXTENDING). Every schedule rule is checked here."""
+    planned = ckpt and (ckpt["state"].planned or budget_of(config_from(ckpt["config"])))
+    lengths, micro = sched.parse_schedule(cfg.schedule), cfg.micro_batch_tokens
+    plan_for = functools.partial(sched.Plan.make, lengths, sched.parse_ratios(cfg.ratios, len(lengths)),
+                                 cfg.tokens_per_step, world=world, micro_batch_tokens=None if micro == "auto" else micro)
+    end = plan_for(*budget_of(cfg))
+    return plan_for(*planned) if planned else end, end, sched.parse_eval_lengths(cfg.eval_lengths, lengths)
+
+
+def budget_of(cfg: TrainConfig) -> list:
+    """[training seconds or None, tokens or None]: the budget a config asks for."""
+    return [None if cfg.budget_or_default() is None else sched.parse_duration(cfg.budget_or_default()), cfg.max_tokens]

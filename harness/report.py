@@ -37,6 +37,12 @@ def eval_line(step: int, elapsed_s: float, reason: str, losses: dict):
           "  ".join(f"T={k} {v:.4f}" for k, v in losses.items()))
 
 
+def world_changed(saved_world: int, world: int, show: bool):
+    if show:
+        print(f"warning: the checkpoint was written by {saved_world} rank(s), this run has {world}: the data "
+              f"windows are drawn afresh, so the run continues, but not exactly as it would have", file=sys.stderr)
+
+
 def checkpoint_note(out: Path) -> str:
     return f"the last checkpoint in {out} is intact" if (out / "ckpt.pt").exists() else "no checkpoint was written yet"
 
@@ -79,7 +85,7 @@ def sample(model, tok, n_tokens: int, seed: int, device: str, autocast):
     prompt = torch.tensor([tok.encode("\n")], device=device)
     try:
         with autocast:
-            ids = model.eval().generate(prompt, n_tokens, temperature=0.8, top_k=200)
+            ids = model.eval().generate(prompt, n_tokens, temperature=0.8, top_k=200, vocab_size=tok.vocab_size)
     except KeyboardInterrupt:
         print("--- sample interrupted ---")
         return
