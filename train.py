@@ -390,8 +390,8 @@ def finish(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop: cl
 def main(argv=None) -> int:
     """train(), with every way it can fail ending in one line and an exit code."""
     try:
-        return cli.run(train, argv, {torch.OutOfMemoryError: hw.oom_outside_step,
-                                     torch.distributed.DistError: distributed.peer_failed})
+        return cli.run(train, argv, {torch.OutOfMemoryError: hw.oom_outside_step,   # before RuntimeError: a subclass
+                                     RuntimeError: distributed.peer_failed})
     finally:
         distributed.teardown_distributed()
 

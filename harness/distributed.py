@@ -1,6 +1,7 @@
 """torchrun ranks and the few collectives the loop needs. Every helper returns at once for a
 world of one, so a plain `python train.py` never touches torch.distributed."""
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +119,14 @@ def wrap_ddp(model, ranks: Ranks, device: str):
     return DistributedDataParallel(model, device_ids=[ranks.local_rank] if device.startswith("cuda") else None)
 
 
-def peer_failed(_error) -> int:
-    """Another rank failed and said why; this one stops quietly."""
+def peer_failed(error: RuntimeError) -> int:
+    """A collective broke because another rank stopped (its own output says why, if it could)
+    or died (kill -9, the OOM killer): one line from rank 0 instead of the backend's traceback,
+    exit 1. Any other RuntimeError is a bug, and goes on as one."""
+    lost = isinstance(error, dist.DistError) or any(m in str(error) for m in ("by peer", "remote worker"))
+    if not (lost and dist.is_available() and dist.is_initialized()):
+        raise error
+    if dist.get_rank() == 0:
+        print(f"error: rank 0: lost contact with another rank of the torchrun job; the last checkpoint, if any, "
+              f"is intact ({str(error).splitlines()[0][:200]})", file=sys.stderr, flush=True)
     return 1
