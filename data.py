@@ -8,9 +8,10 @@ shifted by one. Changing T changes only the slice width, so every stage reads th
     data = TokenData("data/shakespeare-byte")
     x, y = data.get_batch("train", batch_size=64, seq_len=128)       # (64, 128) each
 
-prepare.py writes those files (text -> tokens, streaming); the tokenizers below are shared
-by both sides and by sampling.
+prepare.py writes those files (text -> tokens, streaming); the tokenizers below (bytes,
+GPT-2, or any Hugging Face tokenizer.json) are shared by both sides and by sampling.
 """
+import argparse
 import functools
 import hashlib
 import json
@@ -170,13 +171,82 @@ class GPT2Tokenizer:
         return self.enc.decode([int(i) for i in ids])
 
 
-@functools.lru_cache(maxsize=None)     # building gpt2's 50k merges takes a second; tokenizers are stateless
+def tokenizer_identity(text: str) -> str:
+    """A tokenizer.json's identity: the sha256 of its JSON with keys sorted, so a copy saved with
+    other whitespace or key order is the same tokenizer, and any other vocabulary is not."""
+    return hashlib.sha256(json.dumps(json.loads(text), sort_keys=True).encode()).hexdigest()
+
+
+# Where a tokenizer.json does not say which token ends a document, the first of these it has.
+END_OF_TEXT = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer.json (or a folder holding one), e.g. a released Pythia's GPT-NeoX-20B
+    BPE, through the `tokenizers` library. `name` is "hf-" + its identity (tokenizer_identity), so
+    data made with one tokenizer.json is never trained on under another. Documents are joined by
+    its end-of-text token: tokenizer_config.json's eos_token beside it, else one of END_OF_TEXT."""
+    takes_bytes = False
+
+    def __init__(self, path):
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        try:
+            text = file.read_text()
+            self.identity = tokenizer_identity(text)
+            from tokenizers import Tokenizer
+            self.tok = Tokenizer.from_str(text)
+        except OSError as e:
+            raise DataError(f"--tokenizer {path}: cannot read {file.name} ({e.strerror or e}); give byte, gpt2, "
+                            "or a Hugging Face tokenizer.json (or its folder)") from None
+        except ImportError:
+            raise DataError("a tokenizer.json needs the tokenizers package: pip install -r requirements.txt") from None
+        except Exception as e:      # not JSON, or JSON the library cannot build (its errors are plain Exceptions)
+            raise DataError(f"{file}: not a Hugging Face tokenizer.json ({str(e).splitlines()[0][:100]})") from None
+        self.file, self.name = file.resolve(), "hf-" + self.identity[:16]
+        self.vocab_size = max(self.tok.get_vocab(with_added_tokens=True).values()) + 1
+        self.eot_token = self._end_of_text(file.parent / "tokenizer_config.json")
+        self.separator = (self.eot_token,)
+
+    def _end_of_text(self, config: Path) -> int:
+        try:
+            eos = json.loads(config.read_text()).get("eos_token")
+            eos = eos.get("content") if isinstance(eos, dict) else eos
+        except (OSError, ValueError, AttributeError):
+            eos = None
+        for token in ([eos] if isinstance(eos, str) else []) + list(END_OF_TEXT):
+            if (i := self.tok.token_to_id(token)) is not None:
+                return i
+        raise DataError(f"{self.file}: no end-of-text token to separate documents (tokenizer_config.json's "
+                        f"eos_token, or one of {', '.join(END_OF_TEXT)})")
+
+    def encode(self, text: str):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def tokenizer_flag(text: str) -> str:
+    """--tokenizer: byte, gpt2, or a tokenizer.json / its folder (kept as an absolute path)."""
+    if text in TOKENIZERS:
+        return text
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text!r} is not {' or '.join(TOKENIZERS)}, nor a tokenizer.json "
+                                         "file or folder")
+    return str(Path(text).resolve())
+
+
+@functools.lru_cache(maxsize=None)     # building a 50k-merge BPE takes a second; tokenizers are stateless
 def get_tokenizer(name: str):
+    """byte, gpt2, or the path of a Hugging Face tokenizer.json (or its folder)."""
     if name == "byte":
         return ByteTokenizer()
     if name == "gpt2":
         return GPT2Tokenizer()
-    raise DataError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
+    if name and Path(name).exists():
+        return HFTokenizer(name)
+    raise DataError(f"unknown tokenizer {name!r}: give {' or '.join(TOKENIZERS)}, or a tokenizer.json file or folder")
 
 
 def token_dtype(vocab_size: int):

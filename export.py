@@ -282,6 +282,22 @@ def write_gpt2_tokenizer(out: Path, max_len: int):
                    "add_prefix_space": False, "model_max_length": max_len}, f, indent=2)
 
 
+def write_hf_tokenizer(out: Path, tok, max_len: int):
+    """The run's tokenizer.json, with the tokenizer_config.json and special_tokens_map.json beside
+    it where it has them (a released Pythia's), else a config naming its end-of-text token."""
+    with atomic_write(out / "tokenizer.json") as f:
+        f.write(tok.file.read_bytes())
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (tok.file.parent / name).is_file():
+            with atomic_write(out / name) as f:
+                f.write((tok.file.parent / name).read_bytes())
+    if not (out / "tokenizer_config.json").exists():
+        eot = tok.tok.id_to_token(tok.eot_token)
+        with atomic_write(out / "tokenizer_config.json", "w") as f:
+            json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eot, "eos_token": eot,
+                       "unk_token": eot, "model_max_length": max_len}, f, indent=2)
+
+
 def export(run_dir, out_dir) -> list:
     """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
     out = Path(out_dir)
@@ -292,10 +308,9 @@ def export(run_dir, out_dir) -> list:
         shape, tokenizer, schedule = ckpt["model_config"], ckpt["config"]["tokenizer"], ckpt["config"]["schedule"]
     except KeyError as e:
         raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
-    if tokenizer not in ("byte", "gpt2"):
-        raise ExportError(f"{run_dir}: unknown tokenizer {tokenizer!r}")
+    tok = datalib.get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
     max_len = max(sched.parse_schedule(schedule))
-    eos = datalib.GPT2Tokenizer.eot_token if tokenizer == "gpt2" else None   # bytes have no end-of-text id
+    eos = getattr(tok, "eot_token", None)               # bytes have no end-of-text id
     config = hf_config(shape, max_len, eos)             # refuses first, before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +321,8 @@ def export(run_dir, out_dir) -> list:
         f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
     if tokenizer == "gpt2":
         write_gpt2_tokenizer(out, max_len)
+    elif isinstance(tok, datalib.HFTokenizer):
+        write_hf_tokenizer(out, tok, max_len)
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
     with atomic_write(out / "config.json", "w") as f:
         json.dump(config, f, indent=2)
@@ -333,12 +350,9 @@ def read_weights(folder: Path) -> dict:
     raise ExportError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
-def load_hf(folder) -> tuple:
-    """A local GPT-NeoX folder -> (GPTConfig shape dict, state_dict in our names). Never downloads.
-
-    Every tensor is checked by name and shape against the model that shape builds, so a
-    loaded state_dict fits GPT(GPTConfig(**shape)).load_state_dict as is."""
-    folder = Path(folder)
+def read_config(folder: Path) -> tuple:
+    """FOLDER/config.json -> (the JSON, GPTConfig.shape() of the model it describes, that model's
+    parameter names and shapes)."""
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise ExportError(f"{folder}: no config.json (a Hugging Face model folder holds config.json and weights)")
@@ -354,6 +368,16 @@ def load_hf(folder) -> tuple:
     except (TypeError, ValueError, AttributeError) as e:
         why = (str(e) or type(e).__name__).splitlines()[0]
         raise ExportError(f"{cfg_path}: not a GPT-NeoX config our model can build ({why})") from None
+    return cfg, shape, expected
+
+
+def load_hf(folder) -> tuple:
+    """A local GPT-NeoX folder -> (GPTConfig shape dict, state_dict in our names). Never downloads.
+
+    Every tensor is checked by name and shape against the model that shape builds, so a
+    loaded state_dict fits GPT(GPTConfig(**shape)).load_state_dict as is."""
+    folder = Path(folder)
+    _, shape, expected = read_config(folder)
     state = from_hf_names(read_weights(folder))
     for name, t in expected.items():
         if name not in state:
@@ -366,13 +390,23 @@ def load_hf(folder) -> tuple:
     return shape, state
 
 
+# What the weights do not decide: the vocabulary is the tokenizer's (padded), RoPE a property of positions.
+NOT_THE_BODY = ("vocab_size", *ROPE_FIELDS)
+
+
+def presets_fitting(shape: dict) -> list:
+    """The presets whose layers have this shape (their vocabulary and RoPE aside)."""
+    return [n for n in PRESETS if all(make_config(n).shape()[k] == shape[k]
+                                      for k in shape if k not in NOT_THE_BODY)]
+
+
 def check_matches(shape: dict, wanted: dict, folder) -> None:
     """One line naming the first field where a loaded shape differs from the run's model
-    (GPTConfig.shape() of the chosen preset, vocab padded for the tokenizer)."""
+    (GPTConfig.shape() of the chosen preset, vocab padded for the tokenizer). RoPE is not
+    compared: the run takes the folder's (init_state)."""
     for field, want in wanted.items():
-        # --rope-switch is what the run will do at its stage changes, not part of the weights.
-        if field != "rope_switch" and shape.get(field) != want:
-            fits = [n for n in PRESETS if make_config(n).shape() == shape]
+        if field not in ROPE_FIELDS and shape.get(field) != want:
+            fits = presets_fitting(shape)
             hint = f"; it matches --preset {fits[0]}" if fits else ""
             raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")
 
@@ -380,30 +414,68 @@ def check_matches(shape: dict, wanted: dict, folder) -> None:
 def check_tokenizer(folder, tokenizer: str) -> None:
     """Same vocab size is not the same vocabulary: a released Pythia pads GPT-NeoX-20B's
     tokenizer to 50304, as we pad GPT-2's, with different ids. If the folder ships a
-    tokenizer, it must be the run's one (bytes ship none)."""
-    folder = Path(folder)
+    tokenizer, it must be the run's: a tokenizer.json of the same identity
+    (data.tokenizer_identity), or for a gpt2 run GPT-2's own vocabulary. Bytes ship none."""
+    folder, run = Path(folder), datalib.get_tokenizer(tokenizer)
     for name in ("tokenizer.json", "vocab.json"):
         path = folder / name
-        if path.is_file():
-            try:
-                vocab = json.loads(path.read_text())
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+            same = name == "tokenizer.json" and datalib.tokenizer_identity(text) == getattr(run, "identity", None)
+            if tokenizer == "gpt2" and not same:
+                vocab = json.loads(text)
                 vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
-            except (ValueError, OSError, KeyError, TypeError):
-                raise ExportError(f"{path}: not a readable tokenizer file") from None
-            gpt2 = json.loads((datalib.gpt2_files() / "encoder.json").read_text())
-            if tokenizer != "gpt2" or vocab != gpt2:
-                raise ExportError(f"{path}: its tokenizer is not the run's {tokenizer} tokenizer "
-                                  "(same ids would mean different tokens); data.py has only byte and gpt2")
-            return
+                same = vocab == json.loads((datalib.gpt2_files() / "encoder.json").read_text())
+        except (ValueError, OSError, KeyError, TypeError):
+            raise ExportError(f"{path}: not a readable tokenizer file") from None
+        if not same:
+            use = f"; --tokenizer {folder} (or none) trains with it" if name == "tokenizer.json" else ""
+            raise ExportError(f"{path}: its tokenizer is not the run's {run.name} tokenizer (the same ids "
+                              f"would mean other tokens){use}")
+        return
 
 
-def init_state(folder, model_shape: dict, tokenizer: str) -> dict:
-    """train.py --init-from: the folder's weights for a run whose model has model_shape
-    (GPTConfig.shape()) and uses `tokenizer`; one ExportError line on any mismatch."""
+def init_defaults(cfg, explicit: set):
+    """train.py --init-from DIR: the flags the folder decides when they are not given. --preset: the
+    one whose layers the folder's have; --tokenizer: its tokenizer.json, if it has one; --rope-switch:
+    the method its RoPE is already scaled by (continuing it with another is refused: init_state)."""
+    folder = Path(cfg.init_from)
+    _, shape, _ = read_config(folder)
+    if "preset" not in explicit:
+        fits = presets_fitting(shape)
+        if not fits:
+            raise ExportError(f"{folder}: {shape['n_layer']} layers of width {shape['n_embd']} and "
+                              f"{shape['n_head']} heads fit no --preset ({', '.join(PRESETS)}; model.PRESETS)")
+        cfg.preset = fits[0]
+    if "tokenizer" not in explicit and (folder / "tokenizer.json").is_file():
+        cfg.tokenizer = str((folder / "tokenizer.json").resolve())
+    if "rope_switch" not in explicit and shape["rope_scale"] != 1:
+        cfg.rope_switch = shape["rope_switch"]
+
+
+def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
+    """train.py --init-from: -> (the run's model shape with the folder's RoPE, the folder's weights),
+    or one ExportError line on any mismatch. The run starts with the RoPE the weights were trained
+    with; a --rope-switch then scales it from the length they were trained at (model.switch_rope):
+    config.json's max_position_embeddings, or the original length of a RoPE already scaled."""
+    folder = Path(folder)
+    cfg, _, _ = read_config(folder)
     shape, state = load_hf(folder)
     check_matches(shape, model_shape, folder)
     check_tokenizer(folder, tokenizer)
-    return state
+    switch, rope = model_shape["rope_switch"], {k: shape[k] for k in ROPE_FIELDS if k != "rope_switch"}
+    if shape["rope_scale"] != 1 and switch != shape["rope_switch"]:
+        raise ExportError(f"{folder}: its RoPE is scaled by {shape['rope_switch']} (s={shape['rope_scale']:g}); "
+                          f"continue it with --rope-switch {shape['rope_switch']}, or leave the flag out")
+    if shape["rope_scale"] == 1 and switch != "none":
+        trained = cfg.get("max_position_embeddings")
+        if isinstance(trained, bool) or not isinstance(trained, int) or trained < 1:
+            raise ExportError(f"{folder}: config.json's max_position_embeddings {trained!r} is not a length; "
+                              f"--rope-switch {switch} scales from the length the weights were trained at")
+        rope["rope_orig_len"] = trained
+    return {**model_shape, **rope}, state
 
 
 # ----------------------------------------------------------------------------- command line

@@ -44,7 +44,7 @@ class GPTConfig:
     # sets the other two at every stage change. They live here so that a checkpoint carries them:
     # resume, eval, sample.py and any export then see the positions the model was trained with.
     rope_switch: str = "none"      # none (the paper: positions extrapolate) | pi | ntk | yarn
-    rope_orig_len: int = 0         # the first stage's length: the context the unscaled RoPE was trained at
+    rope_orig_len: int = 0         # the context the unscaled RoPE was trained at (0: the first stage's, set at it)
     rope_scale: float = 1.0        # s = current stage length / rope_orig_len (cumulative); 1.0: unscaled
 
     @property
@@ -386,11 +386,13 @@ class GPT(nn.Module):
             block.attention.rotary.tables(T, self.embed_in.weight.device)
 
     def switch_rope(self, first_len: int, new_len: int):
-        """At a stage change: stretch RoPE from the first stage's length to `new_len` by
-        cfg.rope_switch (s = new_len / first_len, cumulative), recorded in the config."""
+        """At a stage change: stretch RoPE by cfg.rope_switch from the length the weights were
+        trained at (rope_orig_len: the first stage's, or a --init-from folder's) to `new_len`,
+        s = new_len / that length (cumulative, never below 1), recorded in the config."""
         if self.cfg.rope_switch == "none":
             return                      # the paper's choice: tables untouched, positions extrapolate
-        self.cfg.rope_orig_len, self.cfg.rope_scale = first_len, new_len / first_len
+        self.cfg.rope_orig_len = self.cfg.rope_orig_len or first_len
+        self.cfg.rope_scale = max(1.0, new_len / self.cfg.rope_orig_len)
         self._apply_rope()
 
     def _apply_rope(self):

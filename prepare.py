@@ -1,6 +1,7 @@
 """Text -> train.bin, val.bin and meta.json: the token files data.TokenData reads.
 
     python prepare.py --input my_corpus/ --out data/mine --tokenizer gpt2     # --workers, --glob, ...
+    python prepare.py --input my_corpus/ --out data/neox --tokenizer pythia-70m/   # its tokenizer.json
 
 Preparation streams: documents are read lazily, tokenized in batches by worker processes
 and appended to the output as they come, so memory is bounded by the batch size, not the
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import TOKENIZERS, DataError, TokenData, get_tokenizer, token_dtype
+from data import DataError, TokenData, get_tokenizer, token_dtype, tokenizer_flag
 from harness import cli
 from harness.files import atomic_write
 
@@ -677,6 +678,8 @@ def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, worke
             _check_splits(stats, src or source, by_document)
         meta = _meta(tok, dtype, stats, key, content.hexdigest(), options, by_document,
                      source or str(src), extra_meta)
+        if getattr(tok, "file", None):     # a tokenizer.json: the folder keeps the one its ids mean
+            shutil.copyfile(tok.file, stage / "tokenizer.json")
         _write_meta(stage / "meta.json", meta)      # last: its presence marks a complete preparation
         _replace_folder(stage, out_dir)
     except OSError as e:
@@ -724,6 +727,7 @@ def _meta(tok, dtype, stats: Stats, key: str, content_sha256: str, options: dict
         [FORMAT, content_sha256, tok.name, tok.vocab_size, named, by_document]).encode()).hexdigest()[:16]
     return {"format": FORMAT, "fingerprint": fingerprint, "source": source, "source_key": key,
             "content_sha256": content_sha256, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
+            **({"tokenizer_sha256": tok.identity} if hasattr(tok, "identity") else {}),
             "dtype": dtype.name, "files": stats.files, "documents": stats.documents, "bytes": stats.bytes,
             "train_tokens": stats.tokens["train"], "val_tokens": stats.tokens["val"],
             "val_split": "by document hash" if by_document else "tail",
@@ -755,12 +759,14 @@ def builtin(name: str):
 def resolve(data: str, tokenizer: str, **options) -> Path:
     """--data to a prepared folder, preparing on first use and again whenever the inputs change:
     'shakespeare' | 'python-stdlib' (built in) | a prepared folder | a text file or folder.
-    A text file's cache is the folder beside it named FILE-TOKENIZER (e.g. play.v2.txt-gpt2)."""
+    A text file's cache is the folder beside it named FILE-TOKENIZER (e.g. play.v2.txt-gpt2;
+    a tokenizer.json gives FILE-hf-<its hash>)."""
     if not data:
         raise DataError("--data is empty: give 'shakespeare', 'python-stdlib', a prepared folder or a text file")
+    tok = get_tokenizer(tokenizer)     # its name, not a tokenizer.json's path, names the cache folder
     if data in BUILTIN_CORPORA:
         files, extra = builtin(data)
-        out, src = DATA_DIR / f"{data}-{tokenizer}", None
+        out, src = DATA_DIR / f"{data}-{tok.name}", None
         # the standard library holds a few test files in other encodings on purpose
         options.setdefault("bad_utf8", "skip" if data == "python-stdlib" else "replace")
     else:
@@ -771,8 +777,7 @@ def resolve(data: str, tokenizer: str, **options) -> Path:
             raise DataError(f"--data {data}: not {' or '.join(map(repr, BUILTIN_CORPORA))}, "
                             f"a prepared folder, or a text file")
         _refuse_prepared_files(data, src)
-        files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tokenizer}"
-    tok = get_tokenizer(tokenizer)
+        files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tok.name}"
     if _prepared_key(out) == source_key(files, tok.name, settings(tok, **options)):
         return out
     print(f"preparing {data} with the {tokenizer} tokenizer -> {out}", flush=True)
@@ -804,9 +809,10 @@ def _prepared_key(out: Path):
 def open_data(data: str, tokenizer: str) -> TokenData:
     """--data as a TokenData, prepared first if needed, refused if made with another tokenizer."""
     folder = resolve(data, tokenizer)
-    tokens = TokenData(folder)
-    if tokens.tokenizer != tokenizer:
-        raise DataError(f"{folder} was prepared with the {tokens.tokenizer} tokenizer, not {tokenizer}")
+    tokens, want = TokenData(folder), get_tokenizer(tokenizer).name
+    if tokens.tokenizer != want:
+        named = "" if want == tokenizer else f" ({tokenizer})"
+        raise DataError(f"{folder} was prepared with the {tokens.tokenizer} tokenizer, not {want}{named}")
     return tokens
 
 
@@ -815,7 +821,9 @@ def main(argv=None) -> int:
     p.add_argument("--input", required=True,
                    help="a text file or a folder (recursive): .txt/.md/.jsonl, each optionally .gz")
     p.add_argument("--out", required=True, help="output folder (created when complete)")
-    p.add_argument("--tokenizer", default="byte", choices=TOKENIZERS)
+    p.add_argument("--tokenizer", default="byte", type=tokenizer_flag,
+                   help="byte (default), gpt2, or a Hugging Face tokenizer.json or its folder (e.g. a released "
+                        "Pythia's); a tokenizer.json is copied into --out and named by its hash in meta.json")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of documents (by hash; or of the tail, for few documents) kept for validation")
     p.add_argument("--workers", type=int, default=None, help="tokenizing processes (default: all cores)")

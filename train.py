@@ -32,7 +32,7 @@ from harness import checkpoint as ckpt_file, cli, device as hw, distributed, rep
 from harness.config import TrainConfig, check_config, make_plans, merge_resumed, parse_config
 from harness.report import Interval, LogWindow, WallTime
 from harness.runfolder import Metrics, RunFolder
-from model import GPT, make_config
+from model import GPT, GPTConfig, make_config
 
 EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
 JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
@@ -129,17 +129,19 @@ def load_data(cfg: TrainConfig, ranks: distributed.Ranks) -> datalib.TokenData:
 
 
 def build_model(cfg: TrainConfig, attn: str, vocab_size: int, device: str, ckpt: Optional[dict]):
-    """The model and its AdamW: fresh (or from --init-from's weights), or the checkpoint's."""
+    """The model and its AdamW: fresh, or --init-from's weights (with their RoPE), or the checkpoint's."""
     torch.manual_seed(cfg.seed)        # same init on every rank (DDP also broadcasts rank 0's)
     vocab = 128 * math.ceil(vocab_size / 128)  # pad the head: 50257 -> 50304, as Pythia
     mcfg = make_config(cfg.preset, vocab_size=vocab, attn=attn, rope_switch=cfg.rope_switch)
     if ckpt is not None:    # with the RoPE scaling its stage had reached (model.switch_rope)
         ckpt_file.check_shape(ckpt, mcfg.shape(), "--resume")
         model = ckpt_file.model_from_checkpoint(ckpt, f"--resume {cfg.resume}", attn)
+    elif cfg.init_from:
+        shape, weights = export.init_state(cfg.init_from, mcfg.shape(), cfg.tokenizer)
+        model = GPT(GPTConfig(**shape, attn=attn))
+        model.load_state_dict(weights)
     else:
         model = GPT(mcfg)
-        if cfg.init_from:
-            model.load_state_dict(export.init_state(cfg.init_from, mcfg.shape(), cfg.tokenizer))
     model = model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices decay; biases, norms don't
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -235,6 +237,8 @@ def train(argv=None) -> int:
     ckpt = distributed.agree(ranks, ckpt_file.load_checkpoint, cfg.resume, TrainState) if cfg.resume else None
     if ckpt is not None:
         cfg = merge_resumed(cfg, explicit, ckpt["config"])
+    elif cfg.init_from:     # the flags not given are the folder's: its preset, tokenizer, RoPE method
+        export.init_defaults(cfg, explicit)
     run, state, folder = build(cfg, ranks, ckpt, WallTime(ckpt["state"].elapsed_s if ckpt else 0.0))
     stop, code = None, None
     try:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import schedule as sched
-from data import TOKENIZERS
+from data import tokenizer_flag
 from harness.cli import OneLineParser, UserError
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 
@@ -95,7 +95,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--preset", choices=list(PRESETS), help=f"model size (default {d.preset})")
     a("--data", help=f"'shakespeare' or 'python-stdlib' (built in), a prepared folder, or a text/jsonl "
       f"file or folder, prepared on first use (default {d.data})")
-    a("--tokenizer", choices=TOKENIZERS, help=f"(default {d.tokenizer})")
+    a("--tokenizer", type=tokenizer_flag, help=f"byte, gpt2, or a Hugging Face tokenizer.json or its folder "
+      f"(default {d.tokenizer}; with --init-from, the folder's tokenizer.json if it has one)")
     a("--lr", type=float, help="peak learning rate (default: the preset's)")
     a("--min-lr-ratio", type=float, help=f"cosine floor as a share of --lr (default {d.min_lr_ratio})")
     a("--warmup", type=float, help=f"LR warmup as a share of the budget (default {d.warmup})")

@@ -338,7 +338,9 @@ def test_init_state_is_the_one_call_for_init_from(tmp_path):
     folder = save(tmp_path, hf_model())
     shape, _ = export.load_hf(folder)
     run_model = GPT(GPTConfig(**shape))
-    run_model.load_state_dict(export.init_state(folder, run_model.cfg.shape(), "gpt2"))
+    got_shape, weights = export.init_state(folder, run_model.cfg.shape(), "gpt2")
+    assert got_shape == run_model.cfg.shape()
+    run_model.load_state_dict(weights)
     assert torch.equal(run_model.embed_out.weight, hf_model().lm_head.weight)
     with pytest.raises(export.ExportError, match="n_head is 4, the run's model has 8"):
         export.init_state(folder, {**shape, "n_head": 8}, "gpt2")
