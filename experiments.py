@@ -635,9 +635,9 @@ def extend_lines(base: dict, arms: dict, ends: dict, cfg: dict, args) -> list:
                                                             for r in [base, *arms.values()]) + ".")
     lines.append(f"- Table: each run's final checkpoint at {lengths[0]} .. {top} on {args.eval_tokens:,} validation "
                  f"tokens per length. Stage ends: the train loss is the mean of the stage's last {train.JUMP_K} steps "
-                 f"(all, if fewer), at its own length and RoPE; val@T is the eval closing the stage ({cfg['eval_tokens']:,} tokens), "
-                 "which for a stage before the last runs after the switch: with ntk, already at the next stage's "
-                 "RoPE scaling.")
+                 f"(all, if fewer), at its own length and RoPE; val@T is the eval closing the stage "
+                 f"({cfg['eval_tokens']:,} tokens), which for a stage before the last runs after the switch: with "
+                 "ntk, already at the next stage's RoPE scaling.")
     return lines
 
 

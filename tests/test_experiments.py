@@ -484,8 +484,9 @@ def test_extend_context_starts_every_arm_from_the_base_run(tmp_path):
     assert [r[3] for r in rows] == ["4,096"] + ["3,072"] * 4
     assert all(0 < float(v) < 10 for r in rows for v in r[4:])
     _, *stages = table_rows(text, "run | stage")
-    assert [(r[0], r[2]) for r in stages] == [("base-s1", "128"), ("direct-none-s1", "1024"), ("direct-ntk-s1", "1024")] \
-        + [(f"grow-{m}-s1", T) for m in ("none", "ntk") for T in ("256", "512", "1024")]
+    assert [(r[0], r[2]) for r in stages] == [("base-s1", "128"), ("direct-none-s1", "1024"),
+                                              ("direct-ntk-s1", "1024")] + \
+        [(f"grow-{m}-s1", T) for m in ("none", "ntk") for T in ("256", "512", "1024")]
     base_end = records(folder / "base-s1", "eval")[-1]["loss"]["128"]
     assert base_end < 5.3           # trained: an untrained model scores about ln 256 = 5.55
     for arm in ("direct-none-s1", "grow-none-s1"):
