@@ -42,7 +42,7 @@ other type or yarn variant is one line), or our growlength_rope record where the
   --tokenizer its tokenizer.json (GPT-NeoX-20B's for Pythia: same padded size as our gpt2, other
   ids) or gpt2 for GPT-2's vocab.json, --rope-switch the method its RoPE is already scaled by.
 - `init_state` checks the folder against the run: its tokenizer must be the data's (a
-  tokenizer.json of the same identity, data.tokenizer_identity), its layers the preset's; one
+  tokenizer.json of the same identity, harness.tokenizer.tokenizer_identity), its layers the preset's; one
   line naming the field otherwise. The run starts with the folder's RoPE, so the first eval is
   the folder's own loss (tests/test_pythia.py: transformers' loss on the same windows). A
   --rope-switch then scales from the length the weights were trained at, config.json's
@@ -59,12 +59,12 @@ from pathlib import Path
 
 import torch
 
-import data as datalib
 import schedule as sched
 from harness import cli
 from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
+from harness.tokenizer import HFTokenizer, get_tokenizer, gpt2_files, tokenizer_identity
 from model import (GPT, GPTConfig, PRESETS, ROPE_SWITCHES, YARN_ALPHA, YARN_BETA, make_config, ntk_base,
                    rope_frequencies, yarn_attention_factor)
 
@@ -284,7 +284,7 @@ def safetensors_torch():
 
 def write_gpt2_tokenizer(out: Path, max_len: int):
     """vocab.json + merges.txt are GPT-2's encoder.json + vocab.bpe under Hugging Face's names."""
-    src = datalib.gpt2_files()
+    src = gpt2_files()
     for name, source in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
         with atomic_write(out / name) as f:
             f.write((src / source).read_bytes())
@@ -320,7 +320,7 @@ def export(run_dir, out_dir) -> list:
         shape, tokenizer, schedule = ckpt["model_config"], ckpt["config"]["tokenizer"], ckpt["config"]["schedule"]
     except KeyError as e:
         raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
-    tok = datalib.get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
+    tok = get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
     max_len = max(sched.parse_schedule(schedule))
     eos = getattr(tok, "eot_token", None)               # bytes have no end-of-text id
     config = hf_config(shape, max_len, eos)             # refuses first, before anything is written
@@ -333,7 +333,7 @@ def export(run_dir, out_dir) -> list:
         f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
     if tokenizer == "gpt2":
         write_gpt2_tokenizer(out, max_len)
-    elif isinstance(tok, datalib.HFTokenizer):
+    elif isinstance(tok, HFTokenizer):
         write_hf_tokenizer(out, tok, max_len)
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
     with atomic_write(out / "config.json", "w") as f:
@@ -432,19 +432,19 @@ def check_tokenizer(folder, tokenizer: str) -> None:
     """Same vocab size is not the same vocabulary: a released Pythia pads GPT-NeoX-20B's
     tokenizer to 50304, as we pad GPT-2's, with different ids. If the folder ships a
     tokenizer, it must be the run's: a tokenizer.json of the same identity
-    (data.tokenizer_identity), or for a gpt2 run GPT-2's own vocabulary. Bytes ship none."""
-    folder, run = Path(folder), datalib.get_tokenizer(tokenizer)
+    (tokenizer_identity), or for a gpt2 run GPT-2's own vocabulary. Bytes ship none."""
+    folder, run = Path(folder), get_tokenizer(tokenizer)
     for name in ("tokenizer.json", "vocab.json"):
         path = folder / name
         if not path.is_file():
             continue
         try:
             text = path.read_text()
-            same = name == "tokenizer.json" and datalib.tokenizer_identity(text) == getattr(run, "identity", None)
+            same = name == "tokenizer.json" and tokenizer_identity(text) == getattr(run, "identity", None)
             if tokenizer == "gpt2" and not same:
                 vocab = json.loads(text)
                 vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
-                same = vocab == json.loads((datalib.gpt2_files() / "encoder.json").read_text())
+                same = vocab == json.loads((gpt2_files() / "encoder.json").read_text())
         except (ValueError, OSError, KeyError, TypeError):
             raise ExportError(f"{path}: not a readable tokenizer file") from None
         if not same:
@@ -457,7 +457,10 @@ def check_tokenizer(folder, tokenizer: str) -> None:
 def init_defaults(cfg, explicit: set):
     """train.py --init-from DIR: the flags the folder decides when they are not given. --preset: the
     one whose layers the folder's have; --tokenizer: its tokenizer.json, if it has one; --rope-switch:
-    the method its RoPE is already scaled by (continuing it with another is refused: init_state)."""
+    the method its RoPE is already scaled by (continuing it with another is refused: init_state).
+    -> cfg, changed in place (as it is without --init-from)."""
+    if not cfg.init_from:
+        return cfg
     folder = Path(cfg.init_from)
     _, shape, _ = read_config(folder)
     if "preset" not in explicit:
@@ -472,6 +475,7 @@ def init_defaults(cfg, explicit: set):
         cfg.tokenizer = "gpt2"      # GPT-2's files, as export writes them (check_tokenizer compares them)
     if "rope_switch" not in explicit and shape["rope_scale"] != 1:
         cfg.rope_switch = shape["rope_switch"]
+    return cfg
 
 
 def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
@@ -495,6 +499,14 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
                               f"--rope-switch {switch} scales from the length the weights were trained at")
         rope["rope_orig_len"] = trained
     return {**model_shape, **rope}, state
+
+
+def init_model(folder, mcfg: GPTConfig, tokenizer: str) -> GPT:
+    """train.py --init-from: the run's model (mcfg) with the folder's weights and RoPE (init_state)."""
+    shape, state = init_state(folder, mcfg.shape(), tokenizer)
+    model = GPT(GPTConfig(**shape, attn=mcfg.attn))
+    model.load_state_dict(state)
+    return model
 
 
 # ----------------------------------------------------------------------------- command line

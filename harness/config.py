@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import schedule as sched
-from data import TOKENIZERS, tokenizer_flag
+from harness.tokenizer import TOKENIZERS, tokenizer_flag
 from harness.cli import OneLineParser, UserError
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 

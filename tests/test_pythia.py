@@ -16,6 +16,7 @@ import export
 import prepare as P
 import train
 from harness import cli
+from harness.tokenizer import HFTokenizer, get_tokenizer
 from harness.checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 
@@ -103,7 +104,7 @@ def their_loss(hf, data: D.TokenData, T: int, eval_tokens: int) -> float:
 
 def test_a_tokenizer_json_encodes_as_the_library_and_names_itself_by_content(tmp_path, world):
     folder, _ = world
-    tok = D.get_tokenizer(str(folder))
+    tok = get_tokenizer(str(folder))
     lib = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
     text = "O Romeo, Romeo! wherefore art thou Romeo?\n\nnaïve café"
     assert tok.encode(text) == lib.encode(text, add_special_tokens=False).ids and tok.decode(tok.encode(text)) == text
@@ -111,17 +112,17 @@ def test_a_tokenizer_json_encodes_as_the_library_and_names_itself_by_content(tmp
     assert tok.name.startswith("hf-") and len(tok.identity) == 64
     # The same tokenizer saved with other whitespace is the same one; another vocabulary is not.
     (tmp_path / "pretty.json").write_text(json.dumps(json.loads((folder / "tokenizer.json").read_text()), indent=4))
-    assert D.get_tokenizer(str(tmp_path / "pretty.json")).name == tok.name
+    assert get_tokenizer(str(tmp_path / "pretty.json")).name == tok.name
     bpe(300).save(str(tmp_path / "other.json"))
-    assert D.get_tokenizer(str(tmp_path / "other.json")).name != tok.name
+    assert get_tokenizer(str(tmp_path / "other.json")).name != tok.name
 
 
 def test_tokenizer_config_names_the_end_of_text_token(tmp_path):
     bpe(eot="<|im_end|>").save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(D.DataError, match="no end-of-text token"):
-        D.HFTokenizer(tmp_path)
+        HFTokenizer(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<|im_end|>"}}))
-    assert D.HFTokenizer(tmp_path).eot_token == 0
+    assert HFTokenizer(tmp_path).eot_token == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -134,7 +135,7 @@ def test_streaming_preparation_equals_one_shot_encoding(tmp_path, monkeypatch, w
         (src / f"{i}.txt").write_text(doc)
     monkeypatch.setattr(P, "BLOCK", 97)        # every document cut into many pieces
     out = P.prepare(src, tmp_path / "p", str(folder), workers=workers, batch_bytes=300)
-    tok = D.get_tokenizer(str(folder))
+    tok = get_tokenizer(str(folder))
     expected = []
     for doc in docs:
         expected += ([tok.eot_token] if expected else []) + tok.encode(doc)
@@ -219,7 +220,7 @@ def test_continue_a_pythia_folder_grow_and_export(tmp_path, world):
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     auto = transformers.AutoTokenizer.from_pretrained(out)
     text = "Thou art more lovely and more temperate"
-    assert auto(text)["input_ids"] == D.get_tokenizer(str(folder)).encode(text)
+    assert auto(text)["input_ids"] == get_tokenizer(str(folder)).encode(text)
     assert auto.eos_token_id == 0
 
 
@@ -314,7 +315,7 @@ def test_a_moved_tokenizer_json_resumes_by_its_identity(tmp_path, world, capsys)
     assert train.main(["--tokenizer", str(tok), "--data", str(corpus), "--schedule", "64", "--tokens-per-step",
                        "1024", "--max-tokens", "1024", *flags, "--out", str(run)]) == 0
     moved = tok.rename(tmp_path / "moved.json")
-    D.get_tokenizer.cache_clear()          # as a new process finds it: gone
+    get_tokenizer.cache_clear()          # as a new process finds it: gone
     bpe(300).save(str(tmp_path / "other.json"))
     for argv, match in ((["--max-tokens", "2048"], "no such file or folder (moved?"),
                         (["--max-tokens", "2048", "--tokenizer", str(tmp_path / "other.json")], "the data changed since the checkpoint")):
