@@ -39,8 +39,9 @@ import signal
 import sys
 from pathlib import Path
 
-from data import DataError, gpt2_files
+from data import DataError
 from harness import cli
+from harness.tokenizer import gpt2_files
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
 from model import ATTN_BACKENDS, PRESETS

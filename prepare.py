@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data import DataError, TokenData, get_tokenizer, token_dtype, tokenizer_flag
+from data import DataError, TokenData, token_dtype
 from harness import cli
+from harness.tokenizer import get_tokenizer, tokenizer_flag
 from harness.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent

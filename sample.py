@@ -9,10 +9,10 @@ import sys
 
 import torch
 
-import data as datalib
 from harness import cli
 from harness.checkpoint import load_checkpoint, model_from_checkpoint
 from harness.cli import OneLineParser, UserError
+from harness.tokenizer import get_tokenizer
 
 
 def check_flags(args):
@@ -65,7 +65,7 @@ def generate(argv=None) -> int:
     ckpt = load_checkpoint(args.run)
     if "tokenizer" not in ckpt["config"]:
         raise UserError(f"{args.run}/ckpt.pt: its config names no tokenizer")
-    tok = datalib.get_tokenizer(ckpt["config"]["tokenizer"])
+    tok = get_tokenizer(ckpt["config"]["tokenizer"])
     model = model_from_checkpoint(ckpt, args.run)
     prompt = tok.encode(args.prompt)
     if not prompt:

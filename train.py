@@ -32,7 +32,7 @@ from harness import checkpoint as ckpt_file, cli, device as hw, distributed, rep
 from harness.config import TrainConfig, check_config, make_plans, merge_resumed, parse_config
 from harness.report import Interval, LogWindow, WallTime
 from harness.runfolder import Metrics, RunFolder
-from model import GPT, GPTConfig, make_config
+from model import GPT, make_config
 
 EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
 JUMP_K = 5   # steps averaged on each side of a stage switch for the loss jump (schedule.loss_jumps)
@@ -136,10 +136,8 @@ def build_model(cfg: TrainConfig, attn: str, vocab_size: int, device: str, ckpt:
     if ckpt is not None:    # with the RoPE scaling its stage had reached (model.switch_rope)
         ckpt_file.check_shape(ckpt, mcfg.shape(), "--resume")
         model = ckpt_file.model_from_checkpoint(ckpt, f"--resume {cfg.resume}", attn)
-    elif cfg.init_from:
-        shape, weights = export.init_state(cfg.init_from, mcfg.shape(), cfg.tokenizer)
-        model = GPT(GPTConfig(**shape, attn=attn))
-        model.load_state_dict(weights)
+    elif cfg.init_from:     # the folder's weights, and the RoPE they were trained with
+        model = export.init_model(cfg.init_from, mcfg, cfg.tokenizer)
     else:
         model = GPT(mcfg)
     model = model.to(device)
@@ -235,10 +233,8 @@ def train(argv=None) -> int:
     ranks = distributed.setup_distributed()
     # agree: a rank that cannot read the checkpoint (another node's disk) stops all of them
     ckpt = distributed.agree(ranks, ckpt_file.load_checkpoint, cfg.resume, TrainState) if cfg.resume else None
-    if ckpt is not None:
-        cfg = merge_resumed(cfg, explicit, ckpt["config"])
-    elif cfg.init_from:     # the flags not given are the folder's: its preset, tokenizer, RoPE method
-        export.init_defaults(cfg, explicit)
+    # The flags not given: a resumed run's from its checkpoint; a --init-from run's from its folder.
+    cfg = merge_resumed(cfg, explicit, ckpt["config"]) if ckpt else export.init_defaults(cfg, explicit)
     run, state, folder = build(cfg, ranks, ckpt, WallTime(ckpt["state"].elapsed_s if ckpt else 0.0))
     stop, code = None, None
     try:
@@ -386,7 +382,7 @@ def finish(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop: cl
                        run.mfu if run.mfu.peak else None, run.wall.line(state.elapsed_s), run.out)
         if run.cfg.sample_tokens > 0:
             cli.interrupt_on_signals()    # the run is saved: a signal now stops only the sampling
-            report.sample(run.model, datalib.get_tokenizer(run.cfg.tokenizer), run.cfg.sample_tokens,
+            report.sample(run.model, run.cfg.tokenizer, run.cfg.sample_tokens,
                           run.cfg.seed, run.device, run.autocast)
     return 0
 

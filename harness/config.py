@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import schedule as sched
-from data import tokenizer_flag
+from harness.tokenizer import TOKENIZERS, tokenizer_flag
 from harness.cli import OneLineParser, UserError
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 
@@ -162,7 +162,9 @@ def merge_resumed(cfg: TrainConfig, explicit: set, saved_config: dict) -> TrainC
     """The checkpoint's config, with the flags given now on top (a budget extends a run: EXTENDING)."""
     saved = config_from(saved_config)
     for name in sorted(explicit & set(FIXED_ON_RESUME)):
-        if getattr(cfg, name) != getattr(saved, name):
+        # A tokenizer.json may move: its identity is checked against the data's instead (prepare.open_data).
+        moved = name == "tokenizer" and {cfg.tokenizer, saved.tokenizer}.isdisjoint(TOKENIZERS)
+        if getattr(cfg, name) != getattr(saved, name) and not moved:
             raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)} differs from the "
                             f"checkpoint's {getattr(saved, name)}; resuming cannot change it")
     if "init_from" in explicit:

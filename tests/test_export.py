@@ -15,6 +15,7 @@ import torch
 import data as datalib
 import export
 import train
+from harness import tokenizer as tokenizers
 from harness.checkpoint import CKPT_FORMAT, load_checkpoint
 from model import GPT, GPTConfig
 
@@ -87,7 +88,7 @@ def test_gpt2_export_tokenizer_round_trip_with_the_padded_vocab(tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     text = "ROMEO: But, soft! what light through yonder window breaks?\n\n  It's   the east,"
     ids = tok(text).input_ids
-    assert ids == datalib.GPT2Tokenizer().encode(text) and tok.decode(ids) == text
+    assert ids == tokenizers.get_tokenizer("gpt2").encode(text) and tok.decode(ids) == text
     assert tok.eos_token_id == 50256 and len(tok) == 50257
     hf = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "hf").eval()
     assert hf.config.vocab_size == 50304 and hf.config.eos_token_id == 50256
@@ -321,7 +322,7 @@ def test_a_folder_with_another_tokenizer_is_refused(tmp_path):
     folder = tmp_path / "hf"
     folder.mkdir()
     export.check_tokenizer(folder, "gpt2")                    # no tokenizer files: nothing to compare
-    gpt2 = json.loads((datalib.gpt2_files() / "encoder.json").read_text())
+    gpt2 = json.loads((tokenizers.gpt2_files() / "encoder.json").read_text())
     (folder / "vocab.json").write_text(json.dumps(gpt2))
     export.check_tokenizer(folder, "gpt2")                    # GPT-2's own: fine
     with pytest.raises(export.ExportError, match="not the run's byte tokenizer"):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import data as D
+from harness import tokenizer as tokenizers
 import prepare as P
 from harness.files import WriteError
 from test_data import TEXT
@@ -51,7 +52,7 @@ def test_default_corpus_is_embedded_and_prepared_on_demand():
     folder = P.resolve("shakespeare", "byte")
     data = D.TokenData(folder)
     assert data.meta["train_tokens"] > 4_000_000
-    assert "HAMLET" in D.get_tokenizer("byte").decode(data.splits["train"][:3_000_000])
+    assert "HAMLET" in tokenizers.get_tokenizer("byte").decode(data.splits["train"][:3_000_000])
 
 
 def test_bad_sources(tmp_path):
@@ -94,7 +95,7 @@ def test_streaming_gpt2_equals_one_shot_encoding(tmp_path, monkeypatch, workers)
         (folder / f"{i:02d}.txt").write_text(doc)
     monkeypatch.setattr(P, "BLOCK", 97)       # every document is cut into many pieces
     out = P.prepare(folder, tmp_path / "p", "gpt2", workers=workers, batch_bytes=300)
-    tok = D.get_tokenizer("gpt2")
+    tok = tokenizers.get_tokenizer("gpt2")
     expected = []
     for doc in docs:                          # <|endoftext|> between documents, never inside one
         expected += ([tok.eot_token] if expected else []) + tok.encode(doc)
@@ -265,7 +266,7 @@ def bad_utf8_corpus(tmp_path):
 
 
 def gpt2_stream(docs):
-    tok = D.get_tokenizer("gpt2")
+    tok = tokenizers.get_tokenizer("gpt2")
     ids = []
     for doc in docs:
         ids += ([tok.eot_token] if ids else []) + tok.encode(doc)
