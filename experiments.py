@@ -615,10 +615,11 @@ def extend_lines(base: dict, arms: dict, ends: dict, cfg: dict, args) -> list:
               for name, stages in ends.items() for s in stages]
     lengths = sorted(base["val"], key=int)
     lines += ["", f"- {base['run']}: --schedule {EXTEND_BASE}, {base['tokens']:,} tokens. Every other run starts "
-              f"from its final weights (exported beside it, then --init-from) and trains {cfg['max_tokens']:,} more "
-              f"tokens: --schedule {EXTEND_ARMS['direct']} (direct) or {EXTEND_ARMS['grow']} (grow, equal ratios), "
-              f"--rope-switch {' or '.join(EXTEND_SWITCHES)}; {cfg['tokens_per_step']:,} tokens/step, preset "
-              f"{cfg['preset']}, data {cfg['data']} ({cfg['tokenizer']} tokenizer), seed {cfg['seed']}.",
+              f"from its final weights (exported beside it, then --init-from) and trains on, --max-tokens "
+              f"{cfg['max_tokens']:,} (in whole steps: the tokens column): --schedule {EXTEND_ARMS['direct']} "
+              f"(direct) or {EXTEND_ARMS['grow']} (grow, equal ratios), --rope-switch {' or '.join(EXTEND_SWITCHES)}; "
+              f"{cfg['tokens_per_step']:,} tokens/step, preset {cfg['preset']}, data {cfg['data']} "
+              f"({cfg['tokenizer']} tokenizer), seed {cfg['seed']}.",
               f"- Where the runs start: val@{EXTEND_BASE} at each run's first eval: " +
               ", ".join(f"{r['run']} {loss_text(r['evals'][0]['loss'].get(EXTEND_BASE))}" for r in arms.values()) +
               f"; the base's last: {loss_text(base['evals'][-1]['loss'].get(EXTEND_BASE))}."]
