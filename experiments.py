@@ -6,6 +6,7 @@
     python experiments.py ratios        # Fig. 5: {128,256,512,1024} vs {128,512,1024} vs {128,1024}, ratios
     python experiments.py extension     # Fig. 4: val loss at 64 .. 4096 (4x the longest stage), per run
     python experiments.py switch        # RoPE at the stage switch: none / pi / ntk / yarn, loss jump, 2 seeds
+    python experiments.py extend-context  # a 128-token checkpoint extended to 1024: directly or grown, +/- NTK
     python experiments.py long          # GPU: 1024..16384 vs fixed 16384, same time (--scale cpu: toy sizes)
     python experiments.py all
 
@@ -33,6 +34,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+import export
 import plot
 import prepare
 import schedule as sched
@@ -535,6 +538,129 @@ def exp_switch(args):
     return list(outs.values())
 
 
+# `extend-context` (issue 19): the paper's motivation (Sec. 2.2) as an experiment: one finished short-context
+# model, extended to 1024 by continued training, directly or through a GrowLength schedule, at equal tokens.
+EXTEND_BASE = "128"           # the context the base model is trained at
+EXTEND_ARMS = {"direct": "1024", "grow": "256,512,1024"}
+# none, and the switch section 7 of results/README.md found best: NTK alone removed the loss jump at both
+# switches and ended lower at the trained length (val@1024 2.098 vs 2.148, beyond the seed spread).
+# Its cost there, a worse loss past the last stage, is what the 2048 and 4096 columns measure here.
+EXTEND_SWITCHES = ("none", "ntk")
+EXTEND_EVAL = "128,256,512,1024"   # every stage's length, and 128: where each arm starts (the base's loss)
+EXTEND_RESERVED = {"init_from": " (its runs start from the base run)", "rope_switch": " (its runs are none and ntk)"}
+
+
+def same_weights(folder: Path, state: dict) -> bool:
+    """Whether a Hugging Face folder holds exactly these weights (a checkpoint's model, our names)."""
+    try:
+        _, got = export.load_hf(folder)
+    except export.ExportError:
+        return False
+    return got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
+def exported(run: Path) -> Path:
+    """A finished run as a Hugging Face folder beside it (<run>-hf), for --init-from. Kept when it holds
+    the run's checkpoint; one without config.json (written last) is an interrupted export, written again;
+    one holding other weights is kept, and the export goes to the next free name (-hf-2, ...)."""
+    state = load_checkpoint(str(run))["model"]
+    n = 1
+    while True:
+        folder = run.with_name(f"{run.name}-hf" + (f"-{n}" if n > 1 else ""))
+        if not (folder / "config.json").is_file():
+            break
+        if same_weights(folder, state):
+            print(f"  {folder.name}: exported earlier from this checkpoint, kept")
+            return folder
+        print(f"  {folder.name} holds other weights: not used", flush=True)
+        n += 1
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    export.export(run, folder)
+    print(f"  {folder.name}: exported {run.name}", flush=True)
+    return folder
+
+
+def stage_ends(out: Path) -> list:
+    """Each stage of a finished run at its end: its length, steps, the mean training loss of its last
+    train.JUMP_K steps (from the checkpoint's per-step losses) and the validation loss at its length from
+    the eval that closes it: the one at the next stage's start (train.py runs it after the RoPE switch),
+    or the final one."""
+    steps = load_checkpoint(str(out))["state"]["step_losses"]
+    stages = []
+    for T, loss in steps:
+        if not stages or stages[-1]["T"] != T:
+            stages.append({"T": T, "losses": []})
+        stages[-1]["losses"].append(loss)
+    recs, _ = plot.read_metrics(out / "metrics.jsonl")
+    closing = {r.get("reason"): r["loss"] for r in recs if r["kind"] == "eval"}
+    k = train.JUMP_K
+    return [{"stage": i + 1, "T": st["T"], "steps": len(st["losses"]),
+             "train": sum(st["losses"][-k:]) / len(st["losses"][-k:]),
+             "val": closing.get("end" if i == len(stages) - 1 else f"stage {i + 2}", {}).get(str(st["T"]))}
+            for i, st in enumerate(stages)]
+
+
+def loss_text(v):
+    return "-" if v is None else f"{v:.4f}"     # None: not evaluated there
+
+
+def extend_lines(base: dict, arms: dict, ends: dict, cfg: dict, args) -> list:
+    """What the extend-context table says, computed from it. base, arms (by arm name): summary rows whose
+    "val" is the loss at 64 .. --max-context; ends: run folder name -> stage_ends; cfg: an arm's config."""
+    lines = ["Each stage at its end:", "",
+             f"| run | stage | T | steps | train loss, last {train.JUMP_K} steps | val@T at its end |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {s['stage']} | {s['T']} | {s['steps']} | {s['train']:.4f} | {loss_text(s['val'])} |"
+              for name, stages in ends.items() for s in stages]
+    lengths = sorted(base["val"], key=int)
+    lines += ["", f"- {base['run']}: --schedule {EXTEND_BASE}, {base['tokens']:,} tokens. Every other run starts "
+              f"from its final weights (exported beside it, then --init-from) and trains on, --max-tokens "
+              f"{cfg['max_tokens']:,} (in whole steps: the tokens column): --schedule {EXTEND_ARMS['direct']} "
+              f"(direct) or {EXTEND_ARMS['grow']} (grow, equal ratios), --rope-switch {' or '.join(EXTEND_SWITCHES)}; "
+              f"{cfg['tokens_per_step']:,} tokens/step, preset {cfg['preset']}, data {cfg['data']} "
+              f"({cfg['tokenizer']} tokenizer), seed {cfg['seed']}.",
+              f"- Where the runs start: val@{EXTEND_BASE} at each run's first eval: " +
+              ", ".join(f"{r['run']} {loss_text(r['evals'][0]['loss'].get(EXTEND_BASE))}" for r in arms.values()) +
+              f"; the base's last: {loss_text(base['evals'][-1]['loss'].get(EXTEND_BASE))}."]
+    for m in EXTEND_SWITCHES:
+        direct, grow = arms[f"direct-{m}"], arms[f"grow-{m}"]
+        lower = [T for T in lengths if grow["val"][T] < direct["val"][T]]
+        lines.append(f"- {m}: grow minus direct " + ", ".join(f"{grow['val'][T] - direct['val'][T]:+.4f} at {T}"
+                                                             for T in lengths) +
+                     f"; grow lower at {len(lower)} of {len(lengths)} lengths; training time "
+                     f"{grow['train_s']:.0f} s (grow) vs {direct['train_s']:.0f} s (direct).")
+    final, top = EXTEND_ARMS["direct"], lengths[-1]
+    if int(top) > int(final):
+        lines.append(f"- From {final} to {top}: " + ", ".join(f"{r['run']} {r['val'][top] - r['val'][final]:+.4f}"
+                                                            for r in [base, *arms.values()]) + ".")
+    lines.append(f"- Table: each run's final checkpoint at {lengths[0]} .. {top} on {args.eval_tokens:,} validation "
+                 f"tokens per length. Stage ends: the train loss is the mean of the stage's last {train.JUMP_K} steps "
+                 f"(all, if fewer), at its own length and RoPE; val@T is the eval closing the stage "
+                 f"({cfg['eval_tokens']:,} tokens), which for a stage before the last runs after the switch: with "
+                 "ntk, already at the next stage's RoPE scaling.")
+    return lines
+
+
+def exp_extend_context(args):
+    seed, exp = args.seeds[0], "extend-context"
+    base = run_arm(exp, "base", seed, ["--schedule", EXTEND_BASE, "--max-tokens", str(args.base_tokens)], args)
+    start = exported(base)
+    outs = {f"{kind}-{m}": run_arm(exp, f"{kind}-{m}", seed, ["--schedule", lengths, "--rope-switch", m, "--init-from",
+                                                              str(start), "--max-tokens", str(args.extend_tokens),
+                                                              "--eval-lengths", EXTEND_EVAL], args)
+            for kind, lengths in EXTEND_ARMS.items() for m in EXTEND_SWITCHES}
+    runs = [base, *outs.values()]
+    rows = {o: {**summary(o), "val": extend(o, args.eval_tokens, args.max_context)} for o in runs}
+    lines = extend_lines(rows[base], {name: rows[o] for name, o in outs.items()},
+                         {o.name: stage_ends(o) for o in runs}, recorded_config(outs["direct-none"]), args)
+    write_table(exp, list(rows.values()), args, lines)
+    figures(exp, list(outs.values()), args)
+    _, fig_dir = results_place(exp, args)
+    plot.plot_val_context([plot.load_run(o) for o in runs], fig_dir / "val_vs_context.png")   # with the base
+    return runs
+
+
 # `long` (issue 12): GrowLength where attention is a large share of the step, against the fixed longest
 # length at equal training time. `gpu` is the intended run; `cpu` the same code at toy sizes (tested).
 LONG = {
@@ -573,8 +699,9 @@ def exp_long(args):
 
 # To add an experiment: a function that calls run_arm for each of its runs, then write_table
 # and figures; then a line here.
-EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes,
-               "ratios": exp_ratios, "extension": exp_extension, "switch": exp_switch, "long": exp_long}
+EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes, "ratios": exp_ratios,
+               "extension": exp_extension, "switch": exp_switch, "extend-context": exp_extend_context,
+               "long": exp_long}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -589,8 +716,9 @@ def parse_seeds(text: str) -> list:
     return seeds
 
 
-def parse_extra(text: str) -> list:
-    """--extra's train.py flags, checked now by train.py's own parser, not at the first run."""
+def parse_extra(text: str, reserved_flags: dict) -> list:
+    """--extra's train.py flags, checked now by train.py's own parser, not at the first run;
+    reserved_flags (config field -> why): those the experiments asked for set themselves."""
     try:
         extra = shlex.split(text)
     except ValueError as e:   # e.g. "No closing quotation"
@@ -602,10 +730,10 @@ def parse_extra(text: str) -> list:
     except SystemExit:
         why = said.getvalue().strip().removeprefix("error: ").removesuffix(" (see --help)")
         raise ExperimentError(f"--extra {text!r}: {why}") from None
-    reserved = sorted(given & set(RESERVED))
+    reserved = sorted(given & set(reserved_flags))
     if reserved:
         name = reserved[0]
-        raise ExperimentError(f"--extra: --{name.replace('_', '-')} is set by the experiments{RESERVED[name]}")
+        raise ExperimentError(f"--extra: --{name.replace('_', '-')} is set by the experiments{reserved_flags[name]}")
     return absolute_paths(extra)
 
 
@@ -639,23 +767,27 @@ def joined_extra(argv: list) -> list:
     return out
 
 
+def asked(args) -> list:
+    """The experiments this command runs: `all` is every one but `long` (for a GPU: run it by name)."""
+    return [n for n in EXPERIMENTS if n != "long"] if args.experiment == "all" else [args.experiment]
+
+
 def publish_targets(args) -> list:
     """The files and folders --publish would write (results_place), for the experiments asked for."""
-    names = [n for n in EXPERIMENTS if n != "long"] if args.experiment == "all" else [args.experiment]
-    names = [f"long-{args.scale}" if n == "long" else n for n in names]
+    names = [f"long-{args.scale}" if n == "long" else n for n in asked(args)]
     return [path for n in names for path in (PUBLISHED / f"{n}.md", PUBLISHED / n)]
 
 
 def check_args(args):
     """Every flag, before the first run starts (a run takes minutes)."""
     args.seeds = parse_seeds(args.seeds)
-    args.extra = parse_extra(args.extra)
+    args.extra = parse_extra(args.extra, {**RESERVED, **(EXTEND_RESERVED if "extend-context" in asked(args) else {})})
     sched.parse_duration(args.budget)
     args.sizes = args.sizes.split(",")
     unknown = [s for s in args.sizes if s not in PRESETS]
     if unknown:
         raise ExperimentError(f"--sizes: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-    for flag in ("max_tokens", "eval_tokens", "switch_eval_tokens", "max_context"):
+    for flag in ("max_tokens", "base_tokens", "extend_tokens", "eval_tokens", "switch_eval_tokens", "max_context"):
         if getattr(args, flag) < 1:
             raise ExperimentError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
     args.runs = Path(args.runs).resolve()
@@ -675,10 +807,15 @@ def run_experiments(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=2_000_000, help="token budget for `tokens` and `switch`")
     p.add_argument("--seeds", default="1,2", help="seeds for `wallclock` and `switch` (others use the first)")
     p.add_argument("--sizes", default="tiny,small", help="presets for `sizes`")
-    p.add_argument("--eval-tokens", type=int, default=65536, help="tokens per length for `extension`")
+    p.add_argument("--base-tokens", type=int, default=2_000_000,
+                   help="`extend-context`: tokens of the base run at 128 (default %(default)s)")
+    p.add_argument("--extend-tokens", type=int, default=1_000_000,
+                   help="`extend-context`: tokens of each run that extends it to 1024 (default %(default)s)")
+    p.add_argument("--eval-tokens", type=int, default=65536,
+                   help="tokens per length for `extension`'s and `extend-context`'s evals at 64 .. --max-context")
     p.add_argument("--switch-eval-tokens", type=int, default=16384, help="tokens per length for `switch`'s final evals")
     p.add_argument("--max-context", type=int, default=4096,
-                   help="longest length for `extension` (default: 4x the 1024 of the longest stage)")
+                   help="longest length for `extension` and `extend-context` (default: 4x their longest stage, 1024)")
     p.add_argument("--scale", default="gpu", choices=list(LONG),
                    help="for `long`: gpu (pythia-70m, 1024..16384) or cpu (tiny, 32..256, a smoke run)")
     p.add_argument("--extra", default="", help="more train.py flags for every run, quoted; one flag alone "
@@ -690,9 +827,8 @@ def run_experiments(argv=None) -> int:
     p.add_argument("--force-publish", action="store_true", help="--publish, replacing the results already there")
     args = p.parse_args(joined_extra(sys.argv[1:] if argv is None else list(argv)))
     check_args(args)
-    everything = [name for name in EXPERIMENTS if name != "long"]   # `long` is for a GPU: run it by name
     try:
-        for name in (everything if args.experiment == "all" else [args.experiment]):
+        for name in asked(args):
             EXPERIMENTS[name](args)
     finally:
         release_all()

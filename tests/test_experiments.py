@@ -7,6 +7,7 @@ one test runs the real train.py to check the comparison against a config it real
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 import experiments
+import export
 import model
 import train
 from harness.checkpoint import CKPT_FORMAT
@@ -190,6 +192,8 @@ def test_a_run_without_a_full_config_line_is_not_reused(tmp_path, fake):
     (["--sizes", "tiny,huge"], "unknown preset(s) huge"),
     (["--max-tokens", "0"], "--max-tokens 0"),
     (["--switch-eval-tokens", "0"], "--switch-eval-tokens 0: must be >= 1"),
+    (["--base-tokens", "0"], "--base-tokens 0: must be >= 1"),
+    (["--extend-tokens", "-5"], "--extend-tokens -5: must be >= 1"),
 ])
 def test_bad_flags_are_one_line_before_any_run(tmp_path, fake, capsys, flags, match):
     assert tokens(tmp_path, *flags) == 2
@@ -447,3 +451,80 @@ def test_publish_never_replaces_results_unasked(tmp_path, fake, capsys):
 def test_extra_takes_a_lone_flag(tmp_path, fake, spelled):
     assert tokens(tmp_path, "--max-tokens", "1000", *spelled) == 0
     assert len(fake.calls) == 3 and all(c.count("--compile") == 1 for c in fake.calls)
+
+
+# ----------------------------------------------------------------------------- extend-context, end to end
+
+def table_rows(text: str, first_cell: str) -> list:
+    """The rows (lists of cells) of the markdown table in text whose header starts with first_cell."""
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell} |"))
+    rows = []
+    for line in lines[i:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return [rows[0]] + rows[2:]      # the header, then the rows after the |---| line
+
+
+def test_extend_context_starts_every_arm_from_the_base_run(tmp_path):
+    """The whole command at toy size with the real train.py: a base run at 128, its export, four arms from
+    it, the table at 64 .. 4096. The arms without a RoPE switch must start at the base's final loss (the
+    same weights); an arm with one may start from rescaled RoPE, so its first eval need not."""
+    runs = tmp_path / "exp"
+    argv = ["extend-context", "--runs", str(runs), "--seeds", "1", "--base-tokens", "4096", "--extend-tokens",
+            "3072", "--eval-tokens", "1024", "--extra", "--tokens-per-step 1024 --eval-tokens 2048"]
+    assert experiments.main(argv) == 0
+    folder = runs / "extend-context"
+    text = (folder / "results.md").read_text()
+    header, *rows = table_rows(text, "run")
+    assert header == ["run", "train s", "wall s", "tokens"] + [f"val@{2 ** i}" for i in range(6, 13)]
+    names = ["base-s1", "direct-none-s1", "direct-ntk-s1", "grow-none-s1", "grow-ntk-s1"]
+    assert [r[0] for r in rows] == names
+    assert [r[3] for r in rows] == ["4,096"] + ["3,072"] * 4
+    assert all(0 < float(v) < 10 for r in rows for v in r[4:])
+    _, *stages = table_rows(text, "run | stage")
+    assert [(r[0], r[2]) for r in stages] == [("base-s1", "128"), ("direct-none-s1", "1024"),
+                                              ("direct-ntk-s1", "1024")] + \
+        [(f"grow-{m}-s1", T) for m in ("none", "ntk") for T in ("256", "512", "1024")]
+    base_end = records(folder / "base-s1", "eval")[-1]["loss"]["128"]
+    assert base_end < 5.3           # trained: an untrained model scores about ln 256 = 5.55
+    for arm in ("direct-none-s1", "grow-none-s1"):
+        start = records(folder / arm, "eval")[0]
+        assert start["reason"] == "start" and start["loss"]["128"] == pytest.approx(base_end, abs=2e-5), arm
+    assert experiments.recorded_config(folder / "grow-ntk-s1")["init_from"] == str(folder / "base-s1-hf")
+    said = [line for line in text.splitlines() if " grow minus direct " in line]
+    assert [line.split(":")[0] for line in said] == ["- none", "- ntk"] and all("of 7 lengths" in x for x in said)
+    assert (folder / "figures" / "val_vs_context.png").is_file()
+
+
+def test_an_export_is_reused_only_whole_and_of_the_same_checkpoint(tmp_path, capsys):
+    """extend-context's --init-from folder: kept if it holds the run's weights, written again if an export was
+    cut short (no config.json, written last), and never replaced when it holds other weights."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, seed in ((a, "7"), (b, "8")):
+        assert train.main(FAST[:-1] + [seed, "--max-tokens", "1024", "--out", str(out)]) == 0
+    weights = {run: torch.load(run / "ckpt.pt", weights_only=True)["model"] for run in (a, b)}
+    hf = tmp_path / "a-hf"
+    assert experiments.exported(a) == hf and experiments.same_weights(hf, weights[a])
+    written = (hf / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert experiments.exported(a) == hf and (hf / "model.safetensors").stat().st_mtime_ns == written
+    assert "a-hf: exported earlier from this checkpoint, kept" in capsys.readouterr().out
+    (hf / "config.json").unlink()                                          # an export cut short
+    assert experiments.exported(a) == hf and (hf / "config.json").is_file()
+    assert "a-hf: exported a" in capsys.readouterr().out
+    shutil.rmtree(hf)
+    export.export(b, hf)                                                   # another run's weights under that name
+    assert experiments.exported(a) == tmp_path / "a-hf-2"
+    assert "a-hf holds other weights: not used" in capsys.readouterr().out
+    assert experiments.same_weights(hf, weights[b]) and experiments.same_weights(tmp_path / "a-hf-2", weights[a])
+    assert not experiments.same_weights(hf, weights[a])
+
+
+@pytest.mark.parametrize("extra", ["--init-from somewhere", "--rope-switch ntk"])
+def test_extend_context_refuses_extra_flags_it_sets(tmp_path, fake, capsys, extra):
+    assert experiments.main(["extend-context", "--runs", str(tmp_path), "--extra", extra]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "is set by the experiments (its runs" in err[0], err
+    assert fake.calls == [] and list(tmp_path.iterdir()) == []
