@@ -524,7 +524,7 @@ def export_command(argv=None) -> int:
     # A folder left without config.json (written last) does not load as a model.
     written = export(args.run, args.out)
     print(f"wrote {args.out}: {', '.join(written)}")
-    if "vocab.json" not in written:
+    if "vocab.json" not in written and "tokenizer.json" not in written:
         print("note: the run uses the byte tokenizer (token id = UTF-8 byte), which Hugging Face has no "
               "tokenizer file for: encode with list(text.encode('utf-8'))")
     return 0
