@@ -39,8 +39,8 @@ import numpy as np
 
 from data import DataError, TokenData, token_dtype
 from harness import cli
-from harness.tokenizer import get_tokenizer, tokenizer_flag
 from harness.files import atomic_write
+from harness.tokenizer import get_tokenizer, tokenizer_flag
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import schedule as sched
-from harness.tokenizer import TOKENIZERS, tokenizer_flag
 from harness.cli import OneLineParser, UserError
+from harness.tokenizer import TOKENIZERS, tokenizer_flag
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
