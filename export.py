@@ -393,6 +393,11 @@ def load_hf(folder) -> tuple:
     loaded state_dict fits GPT(GPTConfig(**shape)).load_state_dict as is."""
     folder = Path(folder)
     _, shape, expected = read_config(folder)
+    return shape, checked_weights(folder, expected)
+
+
+def checked_weights(folder: Path, expected: dict) -> dict:
+    """The folder's weights in our names, each checked against `expected` (read_config's)."""
     state = from_hf_names(read_weights(folder))
     for name, t in expected.items():
         if name not in state:
@@ -402,7 +407,7 @@ def load_hf(folder) -> tuple:
     extra = sorted(set(state) - set(expected))
     if extra:
         raise ExportError(f"{folder}: unexpected weight {extra[0]} (not a GPT-NeoX model?)")
-    return shape, state
+    return state
 
 
 # What the weights do not decide: the vocabulary is the tokenizer's (padded), RoPE a property of positions.
@@ -484,10 +489,10 @@ def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
     with; a --rope-switch then scales it from the length they were trained at (model.switch_rope):
     config.json's max_position_embeddings, or the original length of a RoPE already scaled."""
     folder = Path(folder)
-    cfg, _, _ = read_config(folder)
-    shape, state = load_hf(folder)
+    cfg, shape, expected = read_config(folder)
     check_tokenizer(folder, tokenizer)      # first: another vocabulary is the deeper mismatch
     check_matches(shape, model_shape, folder)
+    state = checked_weights(folder, expected)       # last: the weights may be gigabytes
     switch, rope = model_shape["rope_switch"], {k: shape[k] for k in ROPE_FIELDS if k != "rope_switch"}
     if shape["rope_scale"] != 1 and switch != shape["rope_switch"]:
         raise ExportError(f"{folder}: its RoPE is scaled by {shape['rope_switch']} (s={shape['rope_scale']:g}); "
