@@ -41,6 +41,7 @@ from pathlib import Path
 
 from data import DataError
 from harness import cli
+from harness.threads import threads_flag
 from harness.tokenizer import gpt2_files
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
@@ -238,13 +239,15 @@ def _one_length(args):
     import json
     import resource
     import torch
+    from harness.threads import fit
     step = _train_step_fn(args.preset, args.attn, "cpu", torch.float32)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     B = args.tokens // args.one
+    chosen = fit(args.threads, lambda: step(B, args.one), "cpu", verbose=False)["threads"]
     sec = _time_steps(step, B, args.one, args.iters)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss        # KiB on Linux
     print(json.dumps({"T": args.one, "B": B, "step_s": sec, "peak_gib": peak / 2**20,
-                      "step_gib": (peak - base) / 2**20}))
+                      "step_gib": (peak - base) / 2**20, "threads": chosen}))
 
 
 def _fits(step, B, T):
@@ -273,7 +276,7 @@ def _run_child(T, args, attn):
     import json
     import subprocess
     cmd = [sys.executable, __file__, "lengths", "--one", str(T), "--tokens", str(args.tokens),
-           "--preset", args.preset, "--attn", attn, "--iters", str(args.iters)]
+           "--preset", args.preset, "--attn", attn, "--iters", str(args.iters), "--threads", str(args.threads)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode == 0:
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -311,8 +314,14 @@ def bench_lengths(args):
             peak = torch.cuda.max_memory_allocated() / 2**30
             most = _max_tokens_cuda(step, T, args.tokens) if args.max_batch else None
             rows.append({"T": T, "step_s": sec, "peak_gib": peak, "max_tokens": most})
-    else:
-        rows = [_run_child(T, args, attn) for T in args.lengths]
+    else:       # a line as each length finishes: a long run shows it is alive
+        for T in args.lengths:
+            print(f"T={T}: {args.iters + 1} steps of {args.tokens // T} x {T} ...", end=" ", flush=True)
+            rows.append(_run_child(T, args, attn))
+            r = rows[-1]
+            print(f"{r['step_s']:.4f} s/step, {args.tokens / r['step_s']:,.0f} tokens/s, "
+                  f"{r['step_gib']:.3f} GiB, {r['threads']} thread(s)", flush=True)
+        print()
     text = _lengths_table(rows, args, cuda)
     print(text)
     if not cuda:
@@ -333,8 +342,8 @@ def _lengths_table(rows, args, cuda):
     peak = peak_flops("cuda") if cuda and not args.max_batch else None     # MFU where the bf16 peak is known
     lines = [f"| T | batch | step time (s) | time ratio | {'peak' if cuda else 'step'} memory (GiB) | memory ratio | "
              + ("max tokens/batch | tokens ratio |" if cuda and args.max_batch else "tokens/s |")
-             + (" MFU |" if peak else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if cuda and args.max_batch or peak else "")]
+             + (" MFU |" if peak else "") + ("" if cuda else " threads |"),
+             "|---|---|---|---|---|---|---|" + ("---|" if cuda and args.max_batch or peak or not cuda else "")]
     for r in rows:
         cells = [str(r["T"]), str(args.tokens // r["T"]), f"{r['step_s']:.4f}", f"{r['step_s'] / longest['step_s']:.0%}",
                  f"{r[mem]:.3f}", f"{r[mem] / longest[mem]:.0%}"]
@@ -345,6 +354,8 @@ def _lengths_table(rows, args, cuda):
         if peak:
             tps = args.tokens / r["step_s"]
             cells.append(f"{tps * flops_per_token(make_config(args.preset), r['T']) / peak:.1%}")
+        if not cuda:
+            cells.append(str(r["threads"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -633,6 +644,8 @@ def bench(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
     p.add_argument("--iters", type=_positive, default=9, help="timed steps per length; the median is reported")
     p.add_argument("--max-batch", action="store_true", help="CUDA: also search the largest batch that fits")
+    p.add_argument("--threads", type=threads_flag, default="auto",
+                   help="CPU threads per length: auto (default) keeps the fastest of 1, 2, .. cores; N fixes it")
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # child process, one T
     p.set_defaults(func=bench_lengths)

@@ -49,7 +49,7 @@ import plot
 import prepare
 import schedule as sched
 import train
-from harness import cli
+from harness import cli, threads
 from harness.checkpoint import load_checkpoint, model_from_checkpoint
 from harness.cli import USER_ERRORS, OneLineParser, UserError
 from harness.config import TrainConfig, parse_config
@@ -95,7 +95,7 @@ class Stopped(Exception):
 
 # ----------------------------------------------------------------------------- which folder an arm uses
 
-IGNORED = ("out", "resume", "stop_at_step")   # about one invocation of train.py, not about the run
+IGNORED = ("out", "resume", "stop_at_step", "threads")   # about one invocation of train.py, not the run
 FILLED_BY_TRAIN = ("budget", "attn")          # not given: train.py chooses, and records its choice
 
 
@@ -106,7 +106,7 @@ def recorded_config(folder: Path):
             first = json.loads(f.readline())
     except (OSError, ValueError):
         return None
-    names = {f.name for f in fields(TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)} - set(IGNORED)    # a run recorded before --threads existed counts
     if not isinstance(first, dict) or first.get("kind") != "config" or not names <= set(first):
         return None
     return first
@@ -116,8 +116,10 @@ def config_difference(want: TrainConfig, got: dict) -> list:
     """The settings in which a recorded config differs from the one asked for, as flags."""
     diff = []
     for f in fields(TrainConfig):
+        if f.name in IGNORED:
+            continue
         new, old = getattr(want, f.name), got[f.name]
-        if f.name in IGNORED or new == old or (new is None and f.name in FILLED_BY_TRAIN):
+        if new == old or (new is None and f.name in FILLED_BY_TRAIN):
             continue
         diff.append(f"--{f.name.replace('_', '-')} {old} (now {new})")
     return diff
@@ -426,7 +428,10 @@ def trained(out: Path):
     the RoPE scaling its checkpoint's model config reached, on the data it was trained on."""
     ckpt = load_checkpoint(str(out))
     saved = ckpt["config"]
-    return model_from_checkpoint(ckpt, str(out)), prepare.open_data(saved["data"], saved["tokenizer"])
+    model = model_from_checkpoint(ckpt, str(out))
+    x = torch.randint(model.cfg.vocab_size, (16, 1024), generator=torch.Generator().manual_seed(0))
+    threads.fit("auto", torch.no_grad()(lambda: model(x)), "cpu", verbose=False)   # for the evals (--threads)
+    return model, prepare.open_data(saved["data"], saved["tokenizer"])
 
 
 @torch.no_grad()
@@ -820,6 +825,9 @@ def run_experiments(argv=None) -> int:
                    help="for `long`: gpu (pythia-70m, 1024..16384) or cpu (tiny, 32..256, a smoke run)")
     p.add_argument("--extra", default="", help="more train.py flags for every run, quoted; one flag alone "
                    "may follow as its own word (--extra --compile)")
+    p.add_argument("--threads", type=threads.threads_flag, default="auto",
+                   help="CPU threads for every run and evaluation: auto (default: each train.py measures its own), "
+                   "or N, set as OMP_NUM_THREADS for this process and the runs it starts")
     p.add_argument("--runs", default=str(ROOT / "runs" / "exp"), help="folder of the runs (default runs/exp)")
     p.add_argument("--publish", action="store_true",
                    help="write the tables and figures to results/ (the README's), not beside the runs; "
@@ -827,6 +835,8 @@ def run_experiments(argv=None) -> int:
     p.add_argument("--force-publish", action="store_true", help="--publish, replacing the results already there")
     args = p.parse_args(joined_extra(sys.argv[1:] if argv is None else list(argv)))
     check_args(args)
+    if args.threads != "auto":     # inherited by every train.py started here, whose `auto` keeps it
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     try:
         for name in asked(args):
             EXPERIMENTS[name](args)

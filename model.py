@@ -270,12 +270,23 @@ class MLP(nn.Module):
         return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))     # exact (erf) GELU, as NeoX
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm whose affine part is left to autograd on CPU: torch's fused CPU backward sums
+    the weight and bias gradients in per-thread chunks, so a run's losses would depend on the
+    thread count (harness/threads.py picks it by speed); a plain product and sum do not."""
+
+    def forward(self, x):
+        if x.is_cuda or self.weight is None or self.bias is None:
+            return super().forward(x)
+        return F.layer_norm(x, self.normalized_shape, None, None, self.eps) * self.weight + self.bias
+
+
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.parallel = cfg.parallel_residual
-        self.input_layernorm = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
-        self.post_attention_layernorm = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.input_layernorm = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.post_attention_layernorm = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
         self.attention = CausalSelfAttention(cfg)
         self.mlp = MLP(cfg)
 
@@ -357,7 +368,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed_in = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.final_layer_norm = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.final_layer_norm = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
         self.embed_out = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)   # untied, as Pythia
         self.apply(self._init_weights)
         # Residual-branch outputs scaled down with depth (GPT-2 paper, Sec. 2.3), as nanoGPT does.

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from harness import cli
+from harness import cli, threads
 from harness.checkpoint import load_checkpoint, model_from_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.tokenizer import get_tokenizer
@@ -59,6 +59,8 @@ def generate(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default %(default)s)")
+    p.add_argument("--threads", type=threads.threads_flag, default="auto",
+                   help="CPU threads: auto (default) times a few tokens at 1, 2, .. cores threads and keeps the fastest; N fixes it")
     args = p.parse_args(argv)
     check_flags(args)
     device = check_device(args.device)
@@ -74,6 +76,10 @@ def generate(argv=None) -> int:
     torch.manual_seed(args.seed)
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     try:
+        def probe():   # a few tokens of the same generation; its random draws are undone (quiet_rng)
+            model.generate(idx, min(args.max_new_tokens, 16), temperature=args.temperature, top_k=args.top_k,
+                           vocab_size=tok.vocab_size)
+        threads.fit(args.threads, threads.quiet_rng(probe), device.type, verbose=False)
         out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                              vocab_size=tok.vocab_size)
     except MemoryError as e:   # the KV cache for prompt + max_new_tokens, allocated up front

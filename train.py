@@ -32,6 +32,7 @@ from harness import checkpoint as ckpt_file, cli, device as hw, distributed, rep
 from harness.config import TrainConfig, check_config, make_plans, merge_resumed, parse_config
 from harness.report import Interval, LogWindow, WallTime
 from harness.runfolder import Metrics, RunFolder
+from harness.threads import StageThreads
 from model import GPT, make_config
 
 EVAL_BATCH_TOKENS = 16384   # tokens per evaluation forward, whatever --eval-tokens says
@@ -86,6 +87,7 @@ class Run:
     metrics: Metrics
     wall: WallTime
     mfu: hw.Mfu                     # model FLOPs utilisation, where the device's peak is known
+    threads: StageThreads           # --threads: CPU threads fitted per stage length
 
 
 def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall: WallTime):
@@ -93,6 +95,7 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     before the run folder is claimed, so a mistake leaves nothing on disk."""
     check_config(cfg)
     device = hw.pick_device(cfg.device, ranks.local_rank)
+    threads = StageThreads(cfg.threads, device, ranks.master)    # a fixed --threads: set before anything computes
     dtype, attn = hw.pick_dtype(cfg.dtype, device), hw.pick_attn(cfg.attn, device)
     plan, end, eval_lengths = make_plans(cfg, ranks.world, ckpt)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))
@@ -102,7 +105,7 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
         ckpt_file.check_data(ckpt, data.fingerprint, f"--resume {cfg.resume}")
     model, opt = build_model(cfg, attn, data.vocab_size, device, ckpt)
     ckpt_file.check_unfinished(ckpt, end, cfg.resume)      # after every other check
-    state, gen = start_state(cfg, ckpt, ranks)
+    state, gen = ckpt["state"] if ckpt else TrainState(), ckpt_file.data_generator(cfg.seed, ckpt, ranks)
     model.grow_rope(max([st.seq_len for st in plan.stages] + eval_lengths))
     folder = distributed.agree(ranks, RunFolder.claim if ranks.master else None, cfg.out, cfg.resume,
                                (ckpt["state"].step, ckpt["state"].metrics_bytes) if ckpt else None)
@@ -111,7 +114,7 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
         train_model = distributed.wrap_ddp(torch.compile(model, dynamic=False) if cfg.compile else model, ranks, device)
         run = Run(cfg, ranks, device, dtype, hw.autocast_for(device, dtype), plan, end, eval_lengths, data, model,
                   train_model, opt, gen, out, Metrics(out / "metrics.jsonl" if ranks.master else None),
-                  wall, hw.Mfu(model.cfg, device, ranks.world))
+                  wall, hw.Mfu(model.cfg, device, ranks.world), threads)
     except BaseException:
         if folder is not None:
             folder.discard_if_unused()
@@ -149,23 +152,6 @@ def build_model(cfg: TrainConfig, attn: str, vocab_size: int, device: str, ckpt:
     if ckpt is not None:
         ckpt_file.load_optimizer(opt, ckpt, "--resume")
     return model, opt
-
-
-def start_state(cfg: TrainConfig, ckpt: Optional[dict], ranks: distributed.Ranks):
-    """(TrainState, this rank's data generator): fresh, or exactly where the checkpoint left off."""
-    seed = (cfg.seed * 1000 + ranks.rank) % 2 ** 64       # each rank draws its own windows
-    gen = torch.Generator().manual_seed(seed)
-    if ckpt is None:
-        return TrainState(), gen
-    state = ckpt["state"]
-    if len(state.data_rng) == ranks.world:     # same world size: continue every rank's stream exactly
-        gen.set_state(state.data_rng[ranks.rank])
-    else:
-        gen.manual_seed((seed + 7919 * state.step) % 2 ** 64)
-        report.world_changed(len(state.data_rng), ranks.world, ranks.master)
-    if state.torch_rng is not None:
-        torch.set_rng_state(state.torch_rng)
-    return state, gen
 
 
 # ----------------------------------------------------------------------------- one step, evaluation
@@ -269,6 +255,9 @@ def start(run: Run, state: TrainState, resumed: bool) -> report.Evaluator:
         run.metrics.write("config", **run.cfg.resolved(run.model.cfg.attn), model=run.model.cfg.shape(),
                           params=run.model.num_params(), resolved_device=run.device, world_size=run.ranks.world,
                           micro_batches={str(st.seq_len): st.micro_batch for st in run.plan.stages})
+    first = run.plan.stages[run.plan.stage_index(run.plan.progress(state.elapsed_s, state.tokens))]
+    run.threads(run.model, run.autocast, first, run.metrics, run.wall)    # the first eval runs with them
+    if not resumed:
         evaluate_now(state, "start")
     return evaluate_now
 
@@ -360,6 +349,7 @@ def begin_stage(run: Run, state: TrainState, i: int):
                       stage=i + 1, seq_len=stage.seq_len, batch_size=stage.batch_size)
     if run.ranks.master:
         report.stage_line(i, len(run.plan.stages), stage, run.cfg.tokens_per_step)
+    run.threads(run.model, run.autocast, stage, run.metrics, run.wall)
 
 
 def finish(run: Run, state: TrainState, evaluate_now: report.Evaluator, stop: cli.StopRequest, stopped: bool) -> int:

@@ -5,9 +5,11 @@ the weights, the optimizer, the training state (train.TrainState as a dict) and 
 fingerprint. train.py resumes from it; sample.py, export.py and experiments.py read it.
 """
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from harness import report
 from harness.cli import NothingToDo, UserError
 from harness.files import atomic_write
 from model import GPT, GPTConfig
@@ -98,3 +100,21 @@ def model_from_checkpoint(ckpt: dict, where: str, attn: str = "sdpa") -> GPT:
     except (KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"{where}: the checkpoint's weights do not fit its model config ({type(e).__name__})") from None
     return model
+
+
+def data_generator(seed: int, ckpt: Optional[dict], ranks) -> torch.Generator:
+    """This rank's data-window generator: fresh, or exactly where the checkpoint left off (with
+    the global torch RNG too). Another world size cannot continue every rank's stream: reseeded."""
+    seed = (seed * 1000 + ranks.rank) % 2 ** 64       # each rank draws its own windows
+    gen = torch.Generator().manual_seed(seed)
+    if ckpt is None:
+        return gen
+    state = ckpt["state"]
+    if len(state.data_rng) == ranks.world:
+        gen.set_state(state.data_rng[ranks.rank])
+    else:
+        gen.manual_seed((seed + 7919 * state.step) % 2 ** 64)
+        report.world_changed(len(state.data_rng), ranks.world, ranks.master)
+    if state.torch_rng is not None:
+        torch.set_rng_state(state.torch_rng)
+    return gen

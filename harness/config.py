@@ -7,6 +7,7 @@ from typing import Optional
 
 import schedule as sched
 from harness.cli import OneLineParser, UserError
+from harness.threads import threads_flag
 from harness.tokenizer import TOKENIZERS, tokenizer_flag
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 
@@ -52,6 +53,7 @@ class TrainConfig:
     sample_tokens: int = 300
     stop_at_step: Optional[int] = None
     rope_switch: str = "none"
+    threads: object = "auto"                   # "auto" or a count: CPU threads (harness/threads.py)
 
     def peak_lr(self) -> float:
         return self.lr or PRESET_LR[self.preset]
@@ -122,6 +124,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
       help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
     a("--rope-switch", choices=ROPE_SWITCHES,
       help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default {d.rope_switch})")
+    a("--threads", type=threads_flag, help="CPU threads for torch: auto (default) times a few steps at 1, 2, 4 .. "
+      "cores threads at the start of each stage (outside the clock) and keeps the fastest, since on a busy "
+      "machine fewer threads are faster; N fixes it; an OMP_NUM_THREADS in the environment is kept. Losses do not depend on it")
     return p
 
 
