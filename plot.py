@@ -1,5 +1,6 @@
 """Figures from runs' metrics.jsonl, the paper's plots for your own runs.
 
+    python plot.py runs/grow                                      # -> runs/grow/figures/
     python plot.py runs/fixed128 runs/fixed1024 runs/grow --out figures/
 
 Writes loss_vs_time.png, loss_vs_tokens.png (train loss, stage changes marked),
@@ -224,22 +225,32 @@ def draw(runs, out: Path, val_length):
                         f"(lengths evaluated: {', '.join(map(str, evaluated)) or 'none'})")
     plot_train(runs, "elapsed_s", "training wallclock (s)", out / "loss_vs_time.png")
     plot_train(runs, "tokens", "tokens (millions)", out / "loss_vs_tokens.png")
-    shared = set.intersection(*[set(e["loss"]) for r in runs for e in r["eval"][-1:]] or [set()])
-    length = val_length if val_length is not None else (max(shared, key=int) if shared else None)
+    length = val_length if val_length is not None else default_val_length(runs)
     if length is not None:
         plot_val_time(runs, str(length), out / "val_vs_time.png")
     plot_val_context(runs, out / "val_vs_context.png")
 
 
+def default_val_length(runs):
+    """The longest training stage that every run was evaluated at (the README's headline: val@1024
+    for the default run), else the longest length they share; None if they share none."""
+    shared = set.intersection(*[set(e["loss"]) for r in runs for e in r["eval"][-1:]] or [set()])
+    stages = {T for r in runs for c in r["config"][:1] for T in str(c.get("schedule", "")).split(",")}
+    trained = shared & stages
+    return max(trained or shared, key=int) if shared else None
+
+
 def plot_runs(argv=None) -> int:
     p = OneLineParser(description="Plot growlength runs.")
     p.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
-    p.add_argument("--out", default="figures", help="folder for the PNGs (default %(default)s)")
+    p.add_argument("--out", help="folder for the PNGs (default: figures/ in the run folder, the first one's "
+                   "when comparing several)")
     p.add_argument("--val-length", type=int, default=None,
-                   help="context length for val_vs_time (default: the largest shared)")
+                   help="context length for val_vs_time (default: the longest training stage every run was "
+                   "evaluated at, else the longest length they share)")
     args = p.parse_args(argv)
     runs = [load_run(Path(r)) for r in args.runs]
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "figures"
     make_out(out)
     draw(runs, out, args.val_length)
     print(f"wrote figures to {out}/")

@@ -853,7 +853,8 @@ def main(argv=None) -> int:
     meta = json.loads((out / "meta.json").read_text())
     if meta["skipped_lines"]:
         print(f"warning: skipped {meta['skipped_lines']:,} bad jsonl lines", file=sys.stderr)
-    print(json.dumps(meta))
+    print(f"tokenizer {meta['tokenizer']}, vocab {meta['vocab_size']:,}, {meta['dtype']} tokens; "
+          f"everything else in {out / 'meta.json'}")
     return 0
 
 

@@ -165,3 +165,21 @@ def test_each_runs_jump_numbers_sit_on_their_own_line_in_its_colour(tmp_path, mo
     marks = [(a.get_text(), a.xyann[1], a.get_color()) for a in figs[0].axes[0].texts]
     plt.close(figs[0])
     assert marks == [("+0.10", -12, "C0"), ("-0.20", -22, "C1")]
+
+
+def test_figures_go_into_the_run_folder_at_its_longest_stage(tmp_path, monkeypatch):
+    """No --out: figures/ inside the (first) run folder, never the repository; val_vs_time at the
+    longest training stage (the README's val@1024), not the longest evaluated length (2048)."""
+    run = write_metrics(tmp_path / "run", [json.dumps(r) for r in [
+        {"kind": "config", "schedule": "128,256,512,1024"},
+        {"kind": "train", "step": 1, "elapsed_s": 1.0, "tokens": 2048, "loss": 3.0},
+        {"kind": "eval", "step": 1, "elapsed_s": 1.0, "tokens": 2048,
+         "loss": {"128": 2.5, "1024": 2.4, "2048": 2.6}}]])
+    drawn = []
+    monkeypatch.setattr(plot, "plot_val_time", lambda runs, length, path: drawn.append((length, path)))
+    monkeypatch.chdir(tmp_path)
+    assert plot.main([str(run)]) == 0
+    assert drawn == [("1024", run / "figures" / "val_vs_time.png")]
+    assert (run / "figures" / "loss_vs_time.png").is_file() and not (tmp_path / "figures").exists()
+    no_stage = plot.load_run(run) | {"config": []}     # a run without its config record: the longest shared
+    assert plot.default_val_length([no_stage]) == "2048"
