@@ -69,12 +69,14 @@ def run_course_tests(impls, tmp_path_factory) -> dict:
 
 
 def endless_folder(path: Path) -> Path:
-    """A folder of exercise modules whose every function loops forever (a student's bug)."""
+    """A folder of exercise modules whose every function loops forever (a student's bug). The
+    loop sleeps so that ~100 timed-out tests cost no CPU; a loop that only computes is
+    interrupted the same way (course/adapters.py:limited)."""
     path.mkdir()
     for stub in EXERCISES:
-        body = "".join(f"\n\ndef {name}(*args, **kwargs):\n    while True:\n        pass\n"
+        body = "".join(f"\n\ndef {name}(*args, **kwargs):\n    while True:\n        time.sleep(0.01)\n"
                        for name in functions(stub))
-        (path / stub.name).write_text(f'"""{stub.name}: no function ever returns."""' + body)
+        (path / stub.name).write_text(f'"""{stub.name}: no function ever returns."""\nimport time\n' + body)
     return path
 
 
@@ -153,6 +155,18 @@ def test_every_course_test_has_a_time_limit(solutions, endless):
         assert outcome == "failed", f"{test_id} passes with functions that never return"
         assert f"lab {lab[3:]}, " in messages[test_id] and "no answer after 0.3 s" in messages[test_id], \
             f"{test_id}: the failure does not name the lab and the function that hung: {messages[test_id]!r}"
+
+
+def test_a_loop_that_only_computes_is_stopped(monkeypatch):
+    from course.adapters import ExerciseTimeout, limited
+    monkeypatch.setenv("GROWLENGTH_COURSE_LIMIT_S", "0.2")
+
+    def spin():
+        n = 0
+        while True:
+            n += 1
+    with pytest.raises(ExerciseTimeout, match=r"lab 9, spin: no answer after 0.2 s"):
+        limited(spin, "lab 9, spin")()
 
 
 def test_every_wrong_function_is_caught(solutions, mutants):
