@@ -10,8 +10,8 @@ the deliberately wrong versions in course/mutants/ (where at least one must fail
 function) -- tests/test_course.py runs all three.
 
 Every exercise function comes back wrapped in a time limit (`limited`): an infinite loop in
-your code fails its test after GROWLENGTH_COURSE_LIMIT_S seconds (default 10), naming the
-function, instead of hanging `pytest course/`.
+your code fails its test after GROWLENGTH_COURSE_LIMIT_S seconds (default 5), naming the
+function, instead of hanging `pytest course/`; the function's later tests then fail at once.
 """
 import functools
 import importlib.util
@@ -61,22 +61,29 @@ class ExerciseTimeout(AssertionError):
     """An exercise function that ran past its limit: a failed test, not an error of the tests."""
 
 
+_EXPIRED = set()   # labels of functions that ran past their limit in this pytest run
+
+
 def limited(fn, label: str):
     """fn, failing after GROWLENGTH_COURSE_LIMIT_S seconds of one call.
 
     SIGALRM interrupts a Python loop between bytecodes, which is where an infinite loop in an
     exercise spends its time. Signals reach only the main thread, and only where SIGALRM
     exists (Linux, macOS): elsewhere the call runs unlimited. A deadline already running (a
-    nested limited call) is kept, not replaced."""
-    seconds = float(os.environ.get(LIMIT_ENV, "10"))
+    nested limited call) is kept, not replaced. Once a function has run past its limit, its
+    later calls fail at once: ten tests of one endless function cost one limit, not ten."""
+    seconds = float(os.environ.get(LIMIT_ENV, "5"))
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        if label in _EXPIRED:
+            raise ExerciseTimeout(f"{label}: no answer after {seconds:g} s in an earlier test (an infinite loop?)")
         if (not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread()
                 or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
             return fn(*args, **kwargs)
 
         def expire(signum, frame):
+            _EXPIRED.add(label)
             raise ExerciseTimeout(f"{label}: no answer after {seconds:g} s (an infinite loop?)")
         previous = signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, seconds)
