@@ -42,8 +42,11 @@ def test_attention_tile_matches_softmax_attention(lab, seed, causal):
         q, k, v, scale, Br, q0, bn = random_case(rng)
         o_ref, lse_ref = reference(q, k, v, scale, causal)
         o, m, l = lab.attention_tile(q[q0:q0 + Br], k, v, q0, bn, scale, causal)
-        np.testing.assert_allclose(o, o_ref[q0:q0 + Br], atol=1e-10, rtol=0)
-        np.testing.assert_allclose(np.asarray(m) + np.log(l), lse_ref[q0:q0 + Br], atol=1e-10, rtol=0)
+        case = f"attention_tile(T={len(k)}, D={q.shape[1]}, tile rows {q0}..{q0 + Br - 1}, block_n={bn}, " \
+               f"scale={scale:.4g}, causal={causal}) (ACTUAL yours, DESIRED the reference's)"
+        np.testing.assert_allclose(o, o_ref[q0:q0 + Br], atol=1e-10, rtol=0, err_msg=f"{case}: o")
+        np.testing.assert_allclose(np.asarray(m) + np.log(l), lse_ref[q0:q0 + Br], atol=1e-10, rtol=0,
+                                   err_msg=f"{case}: m + log(l)")
 
 
 @pytest.mark.parametrize("seed", [4, 5])
@@ -55,9 +58,12 @@ def test_attention_tile_is_stable_with_large_scores(lab, seed):
         q, k = q * 4, k * 4
         o_ref, lse_ref = reference(q, k, v, scale, True)
         o, m, l = lab.attention_tile(q[q0:q0 + Br], k, v, q0, bn, scale, True)
-        assert np.isfinite(o).all()
-        np.testing.assert_allclose(o, o_ref[q0:q0 + Br], atol=1e-9, rtol=0)
-        np.testing.assert_allclose(np.asarray(m) + np.log(l), lse_ref[q0:q0 + Br], rtol=1e-12)
+        case = f"attention_tile(T={len(k)}, D={q.shape[1]}, tile rows {q0}..{q0 + Br - 1}, block_n={bn}, " \
+               f"scores up to {np.abs(q @ k.T).max() * scale:.0f}) (ACTUAL yours, DESIRED the reference's)"
+        assert np.isfinite(o).all(), f"{case}: o holds inf or nan (exp of a score without the running max?)"
+        np.testing.assert_allclose(o, o_ref[q0:q0 + Br], atol=1e-9, rtol=0, err_msg=f"{case}: o")
+        np.testing.assert_allclose(np.asarray(m) + np.log(l), lse_ref[q0:q0 + Br], rtol=1e-12,
+                                   err_msg=f"{case}: m + log(l)")
 
 
 def partial_state(q, k, v, scale):
@@ -81,6 +87,9 @@ def test_merge_of_two_key_sets_is_the_whole(lab, seed):
         b = partial_state(q, k[split[cut:]], v[split[cut:]], scale)
         m, l, acc = lab.merge(a, b)
         m_all, l_all, acc_all = partial_state(q, k, v, scale)
-        np.testing.assert_allclose(m, m_all, rtol=1e-12, atol=0)
-        np.testing.assert_allclose(l, l_all, rtol=1e-10)
-        np.testing.assert_allclose(acc / np.asarray(l)[:, None], acc_all / l_all[:, None], atol=1e-10, rtol=0)
+        case = f"merge of {cut} and {T - cut} keys (Br={Br}, D={D}, scale={scale:.3g}) (ACTUAL yours, " \
+               f"DESIRED the state over all {T} keys at once)"
+        np.testing.assert_allclose(m, m_all, rtol=1e-12, atol=0, err_msg=f"{case}: m")
+        np.testing.assert_allclose(l, l_all, rtol=1e-10, err_msg=f"{case}: l")
+        np.testing.assert_allclose(acc / np.asarray(l)[:, None], acc_all / l_all[:, None], atol=1e-10, rtol=0,
+                                   err_msg=f"{case}: acc / l")

@@ -3,6 +3,8 @@
 - its exercise tests pass on course/solutions/, every one of them fails on the stubs in
   course/exercises/ (no test passes whatever the student writes), and each deliberately
   wrong function in course/mutants/ is caught by at least one test named after it;
+- every exercise test has a time limit: functions that never return fail every test in
+  seconds, each failure naming the lab and the function (course/adapters.py:limited);
 - every reading reference "`file.py:Name` (N lines)" in the labs and teacher's notes names a
   function or class that exists in that file with exactly N lines;
 - every command in the labs' code blocks uses only flags the script's --help lists, and none
@@ -39,11 +41,14 @@ DATA_NAMES = {"TokenData", "ByteTokenizer", "token_dtype"}
 
 def run_course_tests(impls, tmp_path_factory) -> dict:
     """Run course/'s tests against each implementation folder, all at once (each is one mostly
-    single-threaded process) -> {impl: {test id: passed|failed|skipped}}."""
+    single-threaded process) -> {impl: {test id: passed|failed|skipped}}, and for the failures
+    {impl: {test id: failure message}} under the key (impl, "messages"). impls: folder names
+    under course/, or (label, folder path, extra environment)."""
     procs = {}
     for impl in impls:
+        impl, folder, extra = impl if isinstance(impl, tuple) else (impl, impl, {})
         xml = tmp_path_factory.mktemp(impl) / "junit.xml"
-        env = dict(os.environ, GROWLENGTH_COURSE_IMPL=impl)
+        env = dict(os.environ, GROWLENGTH_COURSE_IMPL=str(folder), OMP_NUM_THREADS="1", **extra)
         procs[impl] = xml, subprocess.Popen(
             [sys.executable, "-m", "pytest", "course/", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
              f"--junitxml={xml}"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -51,19 +56,36 @@ def run_course_tests(impls, tmp_path_factory) -> dict:
     for impl, (xml, proc) in procs.items():
         out, _ = proc.communicate(timeout=300)
         assert xml.exists(), f"{impl}: {out[-3000:]}"
-        outcomes = {}
+        outcomes, messages = {}, {}
         for case in ET.parse(xml).iter("testcase"):
             kinds = {child.tag for child in case}
             outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
-            outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
+            test_id = f"{case.get('classname')}::{case.get('name')}"
+            outcomes[test_id] = outcome
+            messages[test_id] = " ".join(child.get("message") or "" for child in case)
         assert outcomes, f"no course test ran for {impl}:\n{out[-3000:]}"
-        results[impl] = outcomes
+        results[impl], results[impl, "messages"] = outcomes, messages
     return results
+
+
+def endless_folder(path: Path) -> Path:
+    """A folder of exercise modules whose every function loops forever (a student's bug). The
+    loop sleeps so that ~100 timed-out tests cost no CPU; a loop that only computes is
+    interrupted the same way (course/adapters.py:limited)."""
+    path.mkdir()
+    for stub in EXERCISES:
+        body = "".join(f"\n\ndef {name}(*args, **kwargs):\n    while True:\n        time.sleep(0.01)\n"
+                       for name in functions(stub))
+        (path / stub.name).write_text(f'"""{stub.name}: no function ever returns."""\nimport time\n' + body)
+    return path
 
 
 @pytest.fixture(scope="module")
 def course_runs(tmp_path_factory):
-    return run_course_tests(["solutions", "exercises", "mutants"], tmp_path_factory)
+    # 0.3 s per call: the endless run fails its ~90 tests in well under a minute.
+    endless = ("endless", endless_folder(tmp_path_factory.mktemp("course") / "endless"),
+               {"GROWLENGTH_COURSE_LIMIT_S": "0.3"})
+    return run_course_tests(["solutions", "exercises", "mutants", endless], tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +101,11 @@ def stubs(course_runs):
 @pytest.fixture(scope="module")
 def mutants(course_runs):
     return course_runs["mutants"]
+
+
+@pytest.fixture(scope="module")
+def endless(course_runs):
+    return course_runs["endless"], course_runs["endless", "messages"]
 
 
 def functions(path: Path) -> dict:
@@ -118,6 +145,28 @@ def test_every_course_test_fails_on_the_stubs(solutions, stubs):
     assert set(stubs) == set(solutions)
     passed = [t for t, outcome in stubs.items() if outcome != "failed"]
     assert not passed, f"these pass (or skip) on the unfilled stubs: {passed}"
+
+
+def test_every_course_test_has_a_time_limit(solutions, endless):
+    outcomes, messages = endless
+    assert set(outcomes) == set(solutions)
+    for test_id, outcome in outcomes.items():
+        lab = lab_of(test_id)
+        assert outcome == "failed", f"{test_id} passes with functions that never return"
+        assert f"lab {lab[3:]}, " in messages[test_id] and "no answer after 0.3 s" in messages[test_id], \
+            f"{test_id}: the failure does not name the lab and the function that hung: {messages[test_id]!r}"
+
+
+def test_a_loop_that_only_computes_is_stopped(monkeypatch):
+    from course.adapters import ExerciseTimeout, limited
+    monkeypatch.setenv("GROWLENGTH_COURSE_LIMIT_S", "0.2")
+
+    def spin():
+        n = 0
+        while True:
+            n += 1
+    with pytest.raises(ExerciseTimeout, match=r"lab 9, spin: no answer after 0.2 s"):
+        limited(spin, "lab 9, spin")()
 
 
 def test_every_wrong_function_is_caught(solutions, mutants):

@@ -20,3 +20,12 @@ def flops_per_token(n_layer: int, n_embd: int, vocab_size: int, T: int) -> int:
 def cost_ratio(n_layer: int, n_embd: int, vocab_size: int, T_short: int, T_long: int) -> float:
     """How many times the FLOPs of a token at T_long those at T_short are (> 1 when T_long > T_short)."""
     raise NotImplementedError("lab 1, exercise 2: divide two flops_per_token values")
+
+
+def attention_crossover(n_layer: int, n_embd: int, vocab_size: int, part: str = "mlp") -> float:
+    """The sequence length T at which causal attention's FLOPs per token (the part of
+    flops_per_token that grows with T) equal those of `part`: "mlp" (the two MLP matrices of
+    every layer) or "weights" (every weight a token passes through, the head included).
+    Work it out on paper first: it is one division, and for "mlp" one of the arguments
+    cancels out entirely."""
+    raise NotImplementedError("lab 1, exercise 3: set the attention term equal to the part's term, solve for T")

@@ -22,3 +22,13 @@ def steps_per_stage(schedule, ratios, max_tokens: int, tokens_per_step: int) -> 
     On paper: stage i gets about ratio_i x max_tokens / tokens_per_step steps; the exact
     count rounds the stage's end up to a whole step."""
     raise NotImplementedError("lab 2, exercise 2: step the token count as train.py's loop does")
+
+
+def linear_ramp(lengths, ramp: float) -> list:
+    """--ratios for `--schedule lengths` that follow a linear ramp of the context window, in
+    the manner of SkyLadder (Zhu et al., 2025): the window grows linearly with progress from
+    lengths[0] at progress 0 to lengths[-1] at progress `ramp` (0 < ramp < 1), then stays at
+    lengths[-1]. The stages are the only lengths train.py can run, so at every moment train
+    at the longest of `lengths` that the ramp's window has reached. Returns one share per
+    length, each > 0, summing to 1 (pass them as --ratios)."""
+    raise NotImplementedError("lab 2, exercise 3: at what progress does the ramp reach each length?")

@@ -20,3 +20,11 @@ def apply_rotary(x, cos, sin):
         out = x * cos + [-x2, x1] * sin;
     the remaining head_dim - rot_dim dims pass through unchanged."""
     raise NotImplementedError("lab 3, exercise 2: x * cos + rotate_half(x) * sin on the first rot_dim dims")
+
+
+def new_angle_fraction(T_train: int, T_eval: int, rot_dim: int, base: float = 10000.0):
+    """For each of the rot_dim/2 RoPE frequencies, the fraction of the positions
+    T_train .. T_eval-1 whose angle, taken on the circle (mod 2·pi), lies outside the arc of
+    angles the model saw in training: [0, (T_train - 1)·frequency], the whole circle once that
+    arc is 2·pi or longer. Returns an array (rot_dim/2,) of fractions in [0, 1]."""
+    raise NotImplementedError("lab 3, exercise 3: the largest trained angle per frequency, then where each new position lands on the circle")

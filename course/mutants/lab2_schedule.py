@@ -1,7 +1,8 @@
-"""Lab 2, wrong on purpose: a boundary given to the stage it closes; steps rounded down per stage."""
+"""Lab 2, wrong on purpose: a boundary given to the stage it closes; steps rounded down per stage;
+the ramp's time shared in proportion to each length, not to the step to the next one."""
 import math
 
-MUTATED = ["stage_at", "steps_per_stage"]
+MUTATED = ["stage_at", "steps_per_stage", "linear_ramp"]
 
 
 def stage_at(progress, ratios):
@@ -15,3 +16,8 @@ def stage_at(progress, ratios):
 
 def steps_per_stage(schedule, ratios, max_tokens, tokens_per_step):
     return [math.floor(r / sum(ratios) * max_tokens / tokens_per_step) for r in ratios]
+
+
+def linear_ramp(lengths, ramp):
+    ramp_lengths = lengths[:-1]
+    return [ramp * L / sum(ramp_lengths) for L in ramp_lengths] + [1.0 - ramp]

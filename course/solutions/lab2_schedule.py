@@ -29,3 +29,17 @@ def steps_per_stage(schedule, ratios, max_tokens: int, tokens_per_step: int) -> 
         steps[stage_at(tokens / max_tokens, ratios)] += 1
         tokens += tokens_per_step
     return steps
+
+
+def linear_ramp(lengths, ramp: float) -> list:
+    """--ratios for `--schedule lengths` that follow a linear ramp of the context window, in
+    the manner of SkyLadder (Zhu et al., 2025): the window grows linearly with progress from
+    lengths[0] at progress 0 to lengths[-1] at progress `ramp` (0 < ramp < 1), then stays at
+    lengths[-1]. The stages are the only lengths train.py can run, so at every moment train
+    at the longest of `lengths` that the ramp's window has reached. Returns one share per
+    length, each > 0, summing to 1 (pass them as --ratios)."""
+    first, last = lengths[0], lengths[-1]
+    # The window reaches length L at progress ramp·(L - first)/(last - first); a stage runs
+    # from the moment the window reaches its length to the moment it reaches the next one.
+    reached = [ramp * (L - first) / (last - first) for L in lengths] + [1.0]
+    return [b - a for a, b in zip(reached, reached[1:])]

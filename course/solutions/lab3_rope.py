@@ -22,3 +22,16 @@ def apply_rotary(x, cos, sin):
     x1, x2 = xr[..., :rot_dim // 2], xr[..., rot_dim // 2:]
     rotated = np.concatenate([-x2, x1], axis=-1)
     return np.concatenate([xr * cos + rotated * sin, xp], axis=-1)
+
+
+def new_angle_fraction(T_train: int, T_eval: int, rot_dim: int, base: float = 10000.0):
+    """For each of the rot_dim/2 RoPE frequencies, the fraction of the positions
+    T_train .. T_eval-1 whose angle, taken on the circle (mod 2·pi), lies outside the arc of
+    angles the model saw in training: [0, (T_train - 1)·frequency], the whole circle once that
+    arc is 2·pi or longer. Returns an array (rot_dim/2,) of fractions in [0, 1]."""
+    inv_freq = 1.0 / base ** (np.arange(0, rot_dim, 2, dtype=np.float64) / rot_dim)   # (rot_dim/2,)
+    seen = (T_train - 1) * inv_freq                                                    # the arc's end
+    t = np.arange(T_train, T_eval, dtype=np.float64)
+    on_circle = np.mod(np.outer(t, inv_freq), 2 * np.pi)                               # (n, rot_dim/2)
+    new = (on_circle > seen) & (seen < 2 * np.pi)      # a fast frequency has shown every angle
+    return new.mean(axis=0)

@@ -25,3 +25,17 @@ def ntk_frequencies(inv_freq, base: float, s: float):
     d = 2 * len(inv_freq)
     new_base = base * s ** (d / (d - 2))
     return 1.0 / new_base ** (np.arange(0, d, 2, dtype=np.float64) / d)
+
+
+def predicted_jump(val_old: float, val_new: float, losses_before, k: int = 5) -> float:
+    """Predict, before the switch, the loss jump loss_jumps will report for it.
+
+    val_old, val_new: the model's validation loss at the old and the new length, measured
+    at the moment of the switch (train.py evaluates at every stage change); losses_before:
+    the training losses of the old stage, one per step (at least 2). Assume the new stage's
+    first steps cost what the model's val-vs-context curve says, and that the loss goes on
+    falling as it fell during the last steps before the switch."""
+    recent = np.asarray(losses_before[-2 * k:], dtype=np.float64)
+    slope = np.polyfit(np.arange(len(recent)), recent, 1)[0]     # loss per step, < 0 while it falls
+    # The k steps after the switch sit on average k steps later than the k before it.
+    return (val_new - val_old) + k * slope
