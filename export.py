@@ -64,7 +64,9 @@ from harness import cli
 from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
-from harness.tokenizer import HFTokenizer, get_tokenizer, gpt2_files, tokenizer_identity
+from harness.card import model_card
+from harness.hf import data_folder, generation_config, run_tokenizer, write_json, write_tokenizer
+from harness.tokenizer import get_tokenizer, gpt2_files, tokenizer_flag, tokenizer_identity
 from model import (GPT, GPTConfig, PRESETS, ROPE_SWITCHES, YARN_ALPHA, YARN_BETA, make_config, ntk_base,
                    rope_frequencies, yarn_attention_factor)
 
@@ -119,7 +121,9 @@ def hf_rope(shape: dict, max_len: int) -> dict:
     method, s, orig = shape["rope_switch"], shape["rope_scale"], shape["rope_orig_len"]
     theta, scaling = shape["rope_base"], None
     if method != "none" and s != 1.0:
-        max_len = round(orig * s)       # the current stage: transformers 4 takes yarn's factor as this / orig
+        # the current stage (or a longer one trained before, for pi/ntk); transformers 4 takes yarn's
+        # factor as max_position_embeddings / orig, so there it is the current stage
+        max_len = round(orig * s) if method == "yarn" else max(max_len, round(orig * s))
         if method == "ntk":
             theta = ntk_base(shape["rope_base"], rot_dims(shape), s)
         elif method == "pi":
@@ -282,62 +286,70 @@ def safetensors_torch():
     return safetensors.torch
 
 
-def write_gpt2_tokenizer(out: Path, max_len: int):
-    """vocab.json + merges.txt are GPT-2's encoder.json + vocab.bpe under Hugging Face's names."""
-    src = gpt2_files()
-    for name, source in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
-        with atomic_write(out / name) as f:
-            f.write((src / source).read_bytes())
-    eot = "<|endoftext|>"
-    with atomic_write(out / "tokenizer_config.json", "w") as f:
-        json.dump({"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot,
-                   "add_prefix_space": False, "model_max_length": max_len}, f, indent=2)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def write_hf_tokenizer(out: Path, tok, max_len: int):
-    """The run's tokenizer.json, with the tokenizer_config.json and special_tokens_map.json beside
-    it where it has them (a released Pythia's), else a config naming its end-of-text token."""
-    with atomic_write(out / "tokenizer.json") as f:
-        f.write(tok.file.read_bytes())
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (tok.file.parent / name).is_file():
-            with atomic_write(out / name) as f:
-                f.write((tok.file.parent / name).read_bytes())
-    if not (out / "tokenizer_config.json").exists():
-        eot = tok.tok.id_to_token(tok.eot_token)
-        with atomic_write(out / "tokenizer_config.json", "w") as f:
-            json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eot, "eos_token": eot,
-                       "unk_token": eot, "model_max_length": max_len}, f, indent=2)
+def lineage(config: dict, where) -> tuple:
+    """(context, dtype) of the --init-from folder a run started from: the longest length its weights
+    had been trained at (config.json's max_position_embeddings) and their dtype; (0, "float32") for a
+    run from scratch. The folder gone: (0, float32) and a note, the run's own stages still count."""
+    folder = config.get("init_from")
+    if not folder:
+        return 0, "float32"
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        print(f"note: {where} started from {folder}, which is gone: max_position_embeddings counts only the "
+              "run's own stages, and the weights are written in float32 unless --dtype says otherwise")
+        return 0, "float32"
+    context = cfg.get("max_position_embeddings")
+    dtype = cfg.get("dtype", cfg.get("torch_dtype"))
+    return (context if isinstance(context, int) and not isinstance(context, bool) else 0,
+            dtype if dtype in DTYPES else "float32")
 
 
-def export(run_dir, out_dir) -> list:
-    """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
+def trained_lengths(ckpt: dict) -> list:
+    """The stage lengths the weights have been trained at (all the schedule's, for a checkpoint
+    without per-stage stats)."""
+    stats = ckpt["state"].get("stage_stats") if isinstance(ckpt["state"], dict) else None
+    return [int(T) for T in stats] if stats else sched.parse_schedule(ckpt["config"]["schedule"])
+
+
+def export(run_dir, out_dir, dtype=None, tokenizer=None) -> list:
+    """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder: config.json, model.safetensors (in `dtype`;
+    default: the dtype of the weights the run started from), the run's tokenizer as Hugging Face
+    files (harness.hf; `tokenizer`: where a moved tokenizer.json now is), generation_config.json
+    and a model card (README.md). Returns the names written."""
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; export into a new one (nothing was written)")
     ckpt = load_checkpoint(run_dir)
     try:
-        shape, tokenizer, schedule = ckpt["model_config"], ckpt["config"]["tokenizer"], ckpt["config"]["schedule"]
+        shape, schedule = ckpt["model_config"], ckpt["config"]["schedule"]
     except KeyError as e:
         raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
-    tok = get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
-    max_len = max(sched.parse_schedule(schedule))
-    eos = getattr(tok, "eot_token", None)               # bytes have no end-of-text id
-    config = hf_config(shape, max_len, eos)             # refuses first, before anything is written
+    tok = run_tokenizer(ckpt, run_dir, tokenizer)       # a tokenizer gone or edited: one line, nothing written
+    sched.parse_schedule(schedule)
+    context, start_dtype = lineage(ckpt["config"], run_dir)
+    max_len = max(context, *trained_lengths(ckpt))      # the weights' whole history, not only this run
+    dtype = dtype or start_dtype
+    config = {**hf_config(shape, max_len, getattr(tok, "eot_token", None)),   # refuses first, before any write
+              "dtype": dtype, "torch_dtype": dtype}     # transformers 5's key and 4's: dtype="auto" loads this
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"{out}: cannot create the folder ({e.strerror or e})") from None
-    tensors = {k: v.contiguous() for k, v in to_hf_names(ckpt["model"]).items()}   # safetensors stores dense tensors
+    # safetensors stores dense tensors
+    tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in to_hf_names(ckpt["model"]).items()}
     with atomic_write(out / "model.safetensors") as f:
         f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
-    if tokenizer == "gpt2":
-        write_gpt2_tokenizer(out, max_len)
-    elif isinstance(tok, HFTokenizer):
-        write_hf_tokenizer(out, tok, max_len)
+    write_tokenizer(out, tok, config["max_position_embeddings"])
+    write_json(out / "generation_config.json", generation_config(tok, shape["vocab_size"]))
+    with atomic_write(out / "README.md", "w") as f:
+        f.write(model_card(Path(run_dir), out, ckpt, tok, config["max_position_embeddings"], dtype,
+                           data_folder(ckpt)))
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
-    with atomic_write(out / "config.json", "w") as f:
-        json.dump(config, f, indent=2)
+    write_json(out / "config.json", config)
     return sorted(p.name for p in out.iterdir())
 
 
@@ -524,16 +536,16 @@ def export_command(argv=None) -> int:
     p = OneLineParser(description="Export a growlength run as a Hugging Face GPTNeoXForCausalLM folder.")
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("out", help="new (or empty) folder to write config.json, model.safetensors, tokenizer files")
+    p.add_argument("--dtype", choices=list(DTYPES), help="the weights' dtype (default: the dtype of the weights "
+                   "the run started from: float32 for a run from scratch, a released Pythia's own for --init-from)")
+    p.add_argument("--tokenizer", type=tokenizer_flag, help="where the run's tokenizer.json is now, if it moved "
+                   "(default: where the run found it, else the copy in its prepared data folder); checked by identity")
     args = p.parse_args(argv)
     # A signal: one line, exit 130/143, the file being written removed (harness.files.atomic_write).
     # A folder left without config.json (written last) does not load as a model.
-    written = export(args.run, args.out)
+    written = export(args.run, args.out, args.dtype, args.tokenizer)
     print(f"wrote {args.out}: {', '.join(written)}")
-    if "vocab.json" not in written and "tokenizer.json" not in written:
-        print("note: the run uses the byte tokenizer (token id = UTF-8 byte), which Hugging Face has no "
-              "tokenizer file for: encode with list(text.encode('utf-8'))")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

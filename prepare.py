@@ -40,7 +40,7 @@ import numpy as np
 from data import DataError, TokenData, token_dtype
 from harness import cli
 from harness.files import atomic_write
-from harness.tokenizer import get_tokenizer, tokenizer_flag
+from harness.tokenizer import get_tokenizer, names, tokenizer_flag
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
@@ -779,8 +779,10 @@ def resolve(data: str, tokenizer: str, **options) -> Path:
                             f"a prepared folder, or a text file")
         _refuse_prepared_files(data, src)
         files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tok.name}"
-    if _prepared_key(out) == source_key(files, tok.name, settings(tok, **options)):
-        return out
+    for name in names(tok):     # a folder prepared under a tokenizer.json's legacy name is still its data
+        cached = out.with_name(out.name.removesuffix(tok.name) + name)
+        if _prepared_key(cached) == source_key(files, name, settings(tok, **options)):
+            return cached
     print(f"preparing {data} with the {tokenizer} tokenizer -> {out}", flush=True)
     return prepare(src, out, tok, files=files, source=data if src is None else None, force=True,
                    extra_meta=extra, progress=True, **options)
@@ -810,8 +812,9 @@ def _prepared_key(out: Path):
 def open_data(data: str, tokenizer: str) -> TokenData:
     """--data as a TokenData, prepared first if needed, refused if made with another tokenizer."""
     folder = resolve(data, tokenizer)
-    tokens, want = TokenData(folder), get_tokenizer(tokenizer).name
-    if tokens.tokenizer != want:
+    tokens, tok = TokenData(folder), get_tokenizer(tokenizer)
+    if tokens.tokenizer not in names(tok):
+        want = tok.name
         named = "" if want == tokenizer else f" ({tokenizer})"
         raise DataError(f"{folder} was prepared with the {tokens.tokenizer} tokenizer, not {want}{named}")
     return tokens
