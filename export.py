@@ -65,7 +65,8 @@ from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
 from harness.card import model_card
-from harness.hf import data_folder, generation_config, run_tokenizer, write_json, write_tokenizer
+from harness.hf import (byte_identity, data_folder, folder_tokenizer, generation_config, run_tokenizer, write_json,
+                        write_tokenizer)
 from harness.tokenizer import get_tokenizer, gpt2_files, tokenizer_flag, tokenizer_identity
 from model import (GPT, GPTConfig, PRESETS, ROPE_SWITCHES, YARN_ALPHA, YARN_BETA, make_config, ntk_base,
                    rope_frequencies, yarn_attention_factor)
@@ -457,7 +458,8 @@ def check_tokenizer(folder, tokenizer: str) -> None:
             continue
         try:
             text = path.read_text()
-            same = name == "tokenizer.json" and tokenizer_identity(text) == getattr(run, "identity", None)
+            mine = name == "tokenizer.json" and tokenizer_identity(text)
+            same = mine in (getattr(run, "identity", None), tokenizer == "byte" and byte_identity())
             if tokenizer == "gpt2" and not same:
                 vocab = json.loads(text)
                 vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
@@ -487,7 +489,9 @@ def init_defaults(cfg, explicit: set):
                               f"{shape['n_head']} heads fit no --preset ({', '.join(PRESETS)}; model.PRESETS)")
         cfg.preset = fits[0]
     if "tokenizer" not in explicit and (folder / "tokenizer.json").is_file():
-        cfg.tokenizer = str((folder / "tokenizer.json").resolve())
+        # our byte export's tokenizer.json is the byte tokenizer (harness.hf.byte_tokenizer_json)
+        mine = (folder / "tokenizer.json").resolve()
+        cfg.tokenizer = "byte" if folder_tokenizer(folder) == "byte" else str(mine)
     elif "tokenizer" not in explicit and (folder / "vocab.json").is_file():
         cfg.tokenizer = "gpt2"      # GPT-2's files, as export writes them (check_tokenizer compares them)
     if "rope_switch" not in explicit and shape["rope_scale"] != 1:

