@@ -486,7 +486,8 @@ def init_defaults(cfg, explicit: set):
         fits = presets_fitting(shape)
         if not fits:
             raise ExportError(f"{folder}: {shape['n_layer']} layers of width {shape['n_embd']} and "
-                              f"{shape['n_head']} heads fit no --preset ({', '.join(PRESETS)}; model.PRESETS)")
+                              f"{shape['n_head']} heads fit no --preset ({', '.join(PRESETS)}; model.PRESETS)"
+                              + nearest_preset(shape))
         cfg.preset = fits[0]
     if "tokenizer" not in explicit and (folder / "tokenizer.json").is_file():
         # our byte export's tokenizer.json is the byte tokenizer (harness.hf.byte_tokenizer_json)
@@ -496,7 +497,27 @@ def init_defaults(cfg, explicit: set):
         cfg.tokenizer = "gpt2"      # GPT-2's files, as export writes them (check_tokenizer compares them)
     if "rope_switch" not in explicit and shape["rope_scale"] != 1:
         cfg.rope_switch = shape["rope_switch"]
+    trained = shape["rope_orig_len"] if shape["rope_scale"] != 1 else cfg_length(folder)
+    if cfg.rope_switch != "none" and trained and max(sched.parse_schedule(cfg.schedule)) <= trained:
+        print(f"note: --rope-switch {cfg.rope_switch} is inactive: every stage of {cfg.schedule} is within the "
+              f"{trained} tokens {folder} was trained at (it scales from that length)")
     return cfg
+
+
+def cfg_length(folder: Path):
+    """config.json's max_position_embeddings: the longest length a folder's weights were trained at."""
+    n = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def nearest_preset(shape: dict) -> str:
+    """'; nearest ...: FIELD is X, the preset's Y' for the preset differing from `shape` in the fewest
+    layer fields (a use_parallel_residual: false folder, say: no preset computes that)."""
+    def diff(name):
+        preset = make_config(name).shape()
+        return [(k, shape[k], preset[k]) for k in shape if k not in NOT_THE_BODY and preset[k] != shape[k]]
+    best = min(PRESETS, key=lambda n: len(diff(n)))
+    return f"; nearest --preset {best}: " + ", ".join(f"{k} is {v!r}, the preset's {w!r}" for k, v, w in diff(best))
 
 
 def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:

@@ -121,7 +121,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--stop-at-step", type=int,
       help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
     a("--rope-switch", choices=ROPE_SWITCHES,
-      help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default {d.rope_switch})")
+      help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default "
+      f"{d.rope_switch}); with --init-from it scales from the folder's trained length (max_position_embeddings), "
+      "so it is inactive while every stage is within that length (said in one line at start)")
     return p
 
 

@@ -15,7 +15,7 @@ import export
 from harness import tokenizer as tokenizers
 from harness.checkpoint import load_checkpoint, model_from_checkpoint
 from test_export import make_run
-from test_pythia import bpe
+from test_pythia import bpe, world  # noqa: F401  (world: a fixture)
 
 transformers = pytest.importorskip("transformers")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -97,3 +97,183 @@ def test_rolling_loglikelihood_through_transformers_equals_ours(tmp_path, kind):
         a = rolling_loglikelihood(theirs(text).input_ids, lambda x: hf(x).logits, prefix, window)
         b = rolling_loglikelihood(tok.encode(text), lambda x: ours(x)[0], prefix, window)
     assert a < -10 and abs(a - b) <= 1e-4 * abs(b), (a, b)
+
+
+# ----------------------------------------------------------------------------- dtype, generation config, card
+
+def test_export_dtype_is_written_and_loads_as_written(tmp_path):
+    """--dtype casts the weights and sets config.json's dtype keys, so dtype="auto" gives them back;
+    the default for a run from scratch is float32."""
+    ours = make_run(tmp_path / "run")
+    for dtype, want in ((None, torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+        out = tmp_path / f"hf-{dtype}"
+        assert export.main([str(tmp_path / "run"), str(out), *(["--dtype", dtype] if dtype else [])]) == 0
+        hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+        assert hf.dtype == want and hf.gpt_neox.embed_in.weight.dtype == want
+        assert torch.equal(hf.get_output_embeddings().weight, ours.embed_out.weight.to(want))
+
+
+def init_run(tmp_path, context=2048, dtype="float16", schedule="128,256"):
+    """A run continued from a folder trained at `context` in `dtype` (only config.json is read)."""
+    base = tmp_path / "pythia"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"max_position_embeddings": context, "torch_dtype": dtype}))
+    make_run(tmp_path / "run", schedule=schedule)
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    ckpt["config"]["init_from"] = str(base)
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    return tmp_path / "run"
+
+
+def test_a_continued_run_keeps_its_history_length_and_dtype(tmp_path):
+    """A 2048-token fp16 folder continued at 128,256 exports max_position_embeddings 2048 (not 256)
+    and fp16 weights by default: lm-eval then scores it in 2048-token windows, and a later
+    --init-from --rope-switch scales from 2048 (export.init_state reads max_position_embeddings)."""
+    export.export(init_run(tmp_path), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["max_position_embeddings"] == 2048 and cfg["dtype"] == "float16"
+    assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["model_max_length"] == 2048
+    assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype="auto").dtype == torch.float16
+
+
+def test_generation_config_never_draws_a_padding_row(tmp_path):
+    """gpt2: the head's 47 padding rows (50257..50303) are suppressed; eos/bos/pad are <|endoftext|>."""
+    exported(tmp_path, "gpt2")
+    gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == gen["pad_token_id"] == 50256 and gen["suppress_tokens"] == list(range(50257, 50304))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        hf.get_output_embeddings().weight[50300] += 1e3           # a padding row that would win every argmax
+        out = hf.generate(torch.tensor([[464, 3290]]), max_new_tokens=4, do_sample=False)
+    assert out.max() < 50257
+
+
+def test_the_model_card_says_what_a_reader_needs(tmp_path):
+    run = init_run(tmp_path)
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "loss": {"256": 2.5, "128": 2.25}}) + "\n")
+    export.export(run, tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    for want in ("continued from the local folder", "schedule `128,256`", "| 128 | 2.2500 |", "| 256 | 2.5000 |",
+                 "RoPE: plain RoPE", "AutoModelForCausalLM.from_pretrained", "# license:", "Weights: float16",
+                 "Longest context trained: 2048"):
+        assert want in card, want
+
+
+# ----------------------------------------------------------------------------- a tokenizer known by content
+
+TRAIN = ["--schedule", "64", "--tokens-per-step", "1024", "--eval-lengths", "64", "--eval-tokens", "1024",
+         "--eval-interval", "1e9", "--sample-tokens", "0"]
+
+
+def resaved(tok_file: Path, where: Path) -> Path:
+    """The tokenizer.json transformers writes for tok_file (save_pretrained): other JSON (it adds a
+    post-processor, reorders keys), the same encoding."""
+    transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok_file)).save_pretrained(where)
+    return where / "tokenizer.json"
+
+
+def fails(capsys, main, argv, match):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and match in err[0], err
+
+
+@pytest.fixture
+def bpe_run(tmp_path, world):
+    """A run trained on a tokenizer.json: -> (run folder, its tokenizer file, the corpus)."""
+    import train
+    _, corpus = world
+    tok = tmp_path / "tok" / "tokenizer.json"
+    tok.parent.mkdir()
+    bpe(300).save(str(tok))
+    assert train.main(["--tokenizer", str(tok), "--data", str(corpus), *TRAIN, "--max-tokens", "1024",
+                       "--out", str(tmp_path / "run")]) == 0
+    tokenizers.get_tokenizer.cache_clear()
+    return tmp_path / "run", tok, corpus
+
+
+def test_a_resaved_tokenizer_is_the_same_tokenizer_everywhere(tmp_path, bpe_run, capsys):
+    """transformers' re-save changes the JSON, not the tokenizer: same identity; train (on the data
+    prepared with the original), resume, sample and export all take it."""
+    import sample
+    import train
+    run, tok, corpus = bpe_run
+    again = resaved(tok, tmp_path / "resaved")
+    a, b = json.loads(tok.read_text()), json.loads(again.read_text())
+    assert a != b and tokenizers.tokenizer_identity(tok.read_text()) == tokenizers.tokenizer_identity(again.read_text())
+    assert train.main(["--resume", str(run), "--max-tokens", "2048", "--tokenizer", str(again)]) == 0
+    assert train.main(["--tokenizer", str(again), "--data", str(corpus), *TRAIN, "--max-tokens", "1024",
+                       "--out", str(tmp_path / "fresh")]) == 0
+    assert sample.main([str(run), "--tokenizer", str(again), "--max-new-tokens", "4"]) == 0
+    assert export.main([str(run), str(tmp_path / "hf"), "--tokenizer", str(again)]) == 0
+
+
+def test_an_edited_tokenizer_is_refused_by_sample_and_export(tmp_path, bpe_run, capsys):
+    """Edited in place after training (two ids swapped): sample.py and export.py refuse it in one
+    line naming the file, and nothing is exported."""
+    import sample
+    run, tok, _ = bpe_run
+    spec = json.loads(tok.read_text())
+    vocab = spec["model"]["vocab"]
+    x, y = sorted(vocab, key=vocab.get)[100:102]
+    vocab[x], vocab[y] = vocab[y], vocab[x]
+    tok.write_text(json.dumps(spec))
+    fails(capsys, sample.main, [str(run), "--max-new-tokens", "2"], f"{tok.resolve()}: not the tokenizer the run")
+    fails(capsys, export.main, [str(run), str(tmp_path / "hf")], f"{tok.resolve()}: not the tokenizer the run")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_a_moved_tokenizer_is_found_in_the_prepared_data_folder(tmp_path, bpe_run, capsys):
+    """The tokenizer.json gone from where the run found it: the prepared data folder's copy is
+    taken (its identity is the run's), or --tokenizer names the new place."""
+    import sample
+    run, tok, _ = bpe_run
+    moved = tok.rename(tmp_path / "moved.json")
+    assert export.main([str(run), str(tmp_path / "hf")]) == 0
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")("To be").input_ids == \
+        tokenizers.get_tokenizer(str(moved)).encode("To be")
+    assert sample.main([str(run), "--max-new-tokens", "2"]) == 0
+    assert export.main([str(run), str(tmp_path / "hf2"), "--tokenizer", str(moved)]) == 0
+
+
+def test_data_prepared_under_the_old_identity_still_trains(tmp_path, world):
+    """Folders prepared before the identity changed are named by legacy_identity (whole-JSON hash):
+    a text file's cache so named is found again, not re-prepared, and open_data accepts it."""
+    import prepare as P
+    _, corpus = world
+    tok_file = tmp_path / "tok.json"
+    bpe(300).save(str(tok_file))
+    tok = tokenizers.get_tokenizer(str(tok_file))
+    legacy = "hf-" + tok.legacy[:16]
+    assert legacy != tok.name and legacy in tok.names
+    text = tmp_path / "plays.txt"
+    text.write_text(corpus.read_text()[:20_000])
+    folder = P.resolve(str(text), str(tok_file))
+    old = folder.rename(tmp_path / f"plays.txt-{legacy}")         # as the old version named it
+    meta = json.loads((old / "meta.json").read_text())
+    meta.update(tokenizer=legacy, source_key=P.source_key(P.list_files(text, None), legacy, P.settings(tok)))
+    (old / "meta.json").write_text(json.dumps(meta))
+    assert P.resolve(str(text), str(tok_file)) == old
+    assert P.open_data(str(text), str(tok_file)).folder == old
+
+
+# ----------------------------------------------------------------------------- sample.py on a Hugging Face folder
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sample_takes_a_hugging_face_folder(tmp_path, kind, capsys):
+    """An export (each tokenizer kind) samples greedily the tokens the run's model does."""
+    import sample
+    ours, tok, folder = exported(tmp_path, kind)
+    capsys.readouterr()
+    assert sample.main([str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    prompt = torch.tensor([tok.encode("ROMEO:")])
+    want = tok.decode(ours.generate(prompt, 6, temperature=0, vocab_size=tok.vocab_size)[0].tolist())
+    assert capsys.readouterr().out == want + "\n---\n"
+
+
+def test_sample_on_a_released_pythia_folder(tmp_path, world, capsys):
+    import sample
+    folder, _ = world
+    assert sample.main([str(folder), "--prompt", "To be", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("To be")
