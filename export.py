@@ -441,7 +441,10 @@ def check_matches(shape: dict, wanted: dict, folder) -> None:
         if field not in ROPE_FIELDS and shape.get(field) != want:
             fits = presets_fitting(shape)
             hint = f"; it matches --preset {fits[0]}" if fits else ""
-            if field == "vocab_size":
+            if field == "vocab_size" and any((Path(folder) / n).is_file() for n in ("tokenizer.json", "vocab.json")):
+                hint = (f"; the run's tokenizer needs {want!r} rows (padded to 128), so it is not the tokenizer "
+                        "these weights were trained with (the folder's tokenizer file holds more ids than its model)")
+            elif field == "vocab_size":
                 hint = "; give --tokenizer the tokenizer its ids mean (the folder ships no tokenizer.json)"
             raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")
 

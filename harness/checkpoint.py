@@ -47,7 +47,8 @@ def load_checkpoint(folder: str, state_type=dict) -> dict:
     except Exception as e:  # truncated zip, not a torch file, unpickling error: all the same to the user
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise UserError(f"{path}: not a growlength checkpoint (format {CKPT_FORMAT})")
+        theirs = f"its format is {ckpt['format']!r}" if isinstance(ckpt, dict) and "format" in ckpt else "no format tag"
+        raise UserError(f"{path}: not a growlength checkpoint of format {CKPT_FORMAT} ({theirs})")
     broken = [k for k in ("config", "model_config", "model", "optimizer", "state")
               if not isinstance(ckpt.get(k), dict)]
     if not broken:

@@ -76,14 +76,19 @@ def auto_or_tokens(text: str):
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of tokens, not {text!r}") from None
 
 
+def compact(text: str) -> str:
+    """A list flag without spaces: --schedule '32, 64' is --schedule 32,64 (on --resume, in experiments.py)."""
+    return "".join(text.split())
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     """Flags only: argparse fills in nothing (SUPPRESS), so the parsed namespace holds exactly
     the flags the user gave -- which --resume needs -- and TrainConfig supplies the rest."""
     d = TrainConfig()
     p = OneLineParser(description=description, argument_default=argparse.SUPPRESS)
     a = p.add_argument
-    a("--schedule", help=f"stage lengths, strictly increasing (default {d.schedule})")
-    a("--ratios", help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
+    a("--schedule", type=compact, help=f"stage lengths, strictly increasing (default {d.schedule})")
+    a("--ratios", type=compact, help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
     a("--budget", help=f"training wallclock, e.g. 90s, 5m, 1h (default {DEFAULT_BUDGET} "
       "unless --max-tokens is given); eval and checkpoints do not count. Extending a run's " + EXTENDING)
     a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs (on --resume: see --budget)")
@@ -102,7 +107,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--warmup", type=float, help=f"LR warmup as a share of the budget (default {d.warmup})")
     a("--weight-decay", type=float, help=f"(default {d.weight_decay})")
     a("--grad-clip", type=float, help=f"(default {d.grad_clip}; 0: off)")
-    a("--eval-lengths", help="context lengths to evaluate (default: each stage length and twice the last)")
+    a("--eval-lengths", type=compact, help="context lengths to evaluate (default: each stage length and twice the last)")
     a("--eval-tokens", type=int, help=f"validation tokens per eval length (default {d.eval_tokens})")
     a("--eval-interval", type=float, help=f"seconds of training between evals (default {d.eval_interval:g})")
     a("--log-interval", type=float, help=f"seconds of training between log lines (0: every step; default {d.log_interval:g})")
