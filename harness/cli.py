@@ -95,7 +95,10 @@ def interrupt_on_signals():
 def say_now(line: str):
     """One line on stderr from a signal handler: os.write, as print could be mid-line already."""
     if is_rank0():
-        os.write(2, (line + "\n").encode())
+        try:
+            os.write(2, (line + "\n").encode())
+        except OSError:     # stderr's reader is gone (experiments.py killed): stop all the same, checkpoint
+            pass
 
 
 class StopRequest:
