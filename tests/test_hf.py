@@ -134,6 +134,20 @@ def test_a_continued_run_keeps_its_history_length_and_dtype(tmp_path):
     assert cfg["max_position_embeddings"] == 2048 and cfg["dtype"] == "float16"
     assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["model_max_length"] == 2048
     assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype="auto").dtype == torch.float16
+    shape = json.loads(json.dumps(load_checkpoint(tmp_path / "run")["model_config"]))
+    rope, _ = export.init_state(tmp_path / "hf", {**shape, "rope_switch": "yarn"}, "byte")
+    assert rope["rope_orig_len"] == 2048                    # a switch scales from the history's length
+
+
+def test_an_inactive_rope_switch_is_said_at_start(tmp_path, world, capsys):
+    """--init-from a folder trained at 64 with every stage within 64: the switch never scales."""
+    import train
+    folder, corpus = world
+    assert train.main(["--init-from", str(folder), "--data", str(corpus), *TRAIN, "--max-tokens", "1024",
+                       "--rope-switch", "yarn", "--out", str(tmp_path / "run")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: --rope-switch yarn is inactive: every stage of 64 is within the 64 tokens {folder} "
+                     "was trained at (it scales from that length)"]
 
 
 def test_generation_config_never_draws_a_padding_row(tmp_path):

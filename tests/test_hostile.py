@@ -103,7 +103,7 @@ def test_plot_takes_an_absurd_number_as_unusable(tmp_path):
     run = write_metrics(tmp_path / "run", [json.dumps(r) for r in (
         {"kind": "train", "step": 1, "elapsed_s": 1e308, "tokens": 8, "loss": 3.0},
         {"kind": "train", "step": 2, "elapsed_s": 2.0, "tokens": 16, "loss": 2.9},
-        {"kind": "eval", "elapsed_s": 2.0, "loss": {"32": 2.8}})])
+        {"kind": "eval", "elapsed_s": 1e308, "loss": {"32": 2.7}})])
     assert plot.main([str(run), "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "loss_vs_time.png").is_file()
 
@@ -130,23 +130,27 @@ def test_an_arm_dies_with_experiments_py_even_by_kill_9(tmp_path):
     p = subprocess.Popen([sys.executable, "experiments.py", "tokens", "--runs", str(tmp_path), "--max-tokens",
                           "10000000", "--extra", "--tokens-per-step 1024 --eval-tokens 2048 --log-interval 0"],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    arm = tmp_path / "tokens" / "fixed128-s1"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not (arm / "metrics.jsonl").exists()
-                                      or (arm / "metrics.jsonl").read_text().count('"train"') < 2):
-        time.sleep(0.2)
-    child = experiments.train_holding(arm)
-    assert child is not None
-    p.kill()
-    p.wait()
+    arm, child = tmp_path / "tokens" / "fixed128-s1", None
     try:
+        deadline = time.time() + 240
+        while time.time() < deadline and (not (arm / "metrics.jsonl").exists()
+                                          or (arm / "metrics.jsonl").read_text().count('"train"') < 2):
+            time.sleep(0.2)
+        child = experiments.train_holding(arm)
+        assert child is not None
+        p.kill()
+        p.wait()
         deadline = time.time() + 60
         while alive(child) and time.time() < deadline:
             time.sleep(0.2)
         assert not alive(child), "train.py outlived experiments.py"
         assert (arm / "ckpt.pt").is_file()
-    finally:
-        if alive(child):
+    finally:        # never leave a training process behind, whatever failed
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        child = child or experiments.train_holding(arm)
+        if child and alive(child):
             os.kill(child, signal.SIGKILL)
 
 
