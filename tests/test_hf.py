@@ -236,6 +236,10 @@ def test_an_edited_tokenizer_is_refused_by_sample_and_export(tmp_path, bpe_run, 
     fails(capsys, sample.main, [str(run), "--max-new-tokens", "2"], f"{tok.resolve()}: not the tokenizer the run")
     fails(capsys, export.main, [str(run), str(tmp_path / "hf")], f"{tok.resolve()}: not the tokenizer the run")
     assert not (tmp_path / "hf").exists()
+    ckpt = torch.load(run / "ckpt.pt", weights_only=True)      # a checkpoint from before the record:
+    del ckpt["tokenizer_identity"]                              # its data folder's meta.json names it
+    torch.save(ckpt, run / "ckpt.pt")
+    fails(capsys, sample.main, [str(run), "--max-new-tokens", "2"], f"{tok.resolve()}: not the tokenizer the run")
 
 
 def test_a_moved_tokenizer_is_found_in_the_prepared_data_folder(tmp_path, bpe_run, capsys):
