@@ -688,7 +688,7 @@ def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, worke
         meta = _meta(tok, dtype, stats, key, content.hexdigest(), options, by_document,
                      source or str(src), extra_meta)
         if keep and meta["fingerprint"] != keep:
-            raise DataError(f"--data {src or source}: the corpus changed since the checkpoint (its tokens are now "
+            raise DataError(f"--data {src or source}: the data changed since the checkpoint (its tokens are now "
                             f"{meta['fingerprint']}, the run's {keep}); {out_dir} still holds the run's tokens: "
                             f"--resume with --data {out_dir}")
         if getattr(tok, "file", None):     # a tokenizer.json: the folder keeps the one its ids mean
