@@ -75,10 +75,10 @@ import torch
 
 import schedule as sched
 from harness import cli
+from harness.card import model_card
 from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
-from harness.card import model_card
 from harness.hf import (byte_identity, data_folder, folder_tokenizer, generation_config, run_tokenizer, write_json,
                         write_tokenizer)
 from harness.tokenizer import get_tokenizer, gpt2_files, tokenizer_flag, tokenizer_identity
@@ -344,7 +344,7 @@ def export(run_dir, out_dir, dtype=None, tokenizer=None) -> list:
     except KeyError as e:
         raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
     tok = run_tokenizer(ckpt, run_dir, tokenizer)       # a tokenizer gone or edited: one line, nothing written
-    sched.parse_schedule(schedule)
+    sched.parse_schedule(schedule)                      # a broken one: one line, before anything is written
     context, start_dtype = lineage(ckpt["config"], run_dir)
     max_len = max(context, *trained_lengths(ckpt))      # the weights' whole history, not only this run
     dtype = dtype or start_dtype

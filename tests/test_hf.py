@@ -13,7 +13,7 @@ import torch
 
 import export
 from harness import tokenizer as tokenizers
-from harness.checkpoint import load_checkpoint, model_from_checkpoint
+from harness.checkpoint import load_checkpoint
 from test_export import make_run
 from test_pythia import bpe, world  # noqa: F401  (world: a fixture)
 
