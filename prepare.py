@@ -40,7 +40,7 @@ import numpy as np
 from data import DataError, TokenData, token_dtype
 from harness import cli
 from harness.files import atomic_write
-from harness.tokenizer import get_tokenizer, tokenizer_flag
+from harness.tokenizer import get_tokenizer, names, tokenizer_flag
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
@@ -126,6 +126,7 @@ class Stats:
     bad_utf8_documents: int = 0      # documents that held invalid UTF-8, whatever was done with them
     bad_utf8_replaced: int = 0       # invalid sequences replaced by U+FFFD (--bad-utf8 replace)
     tokens: dict = field(default_factory=lambda: {"train": 0, "val": 0})
+    workers: int = 0                 # the processes that tokenized: 1 after a pool that could not start
 
 
 @dataclass
@@ -275,7 +276,7 @@ def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", sk
             stats.skipped_files += 1
             stats.bad_utf8_documents += 1
             continue
-        blocks = _counted(_blocks(path, content_hash), stats)
+        blocks = _counted(path, _blocks(path, content_hash), stats)
         pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks, bad_utf8, stats)
         first = True
         for piece in pieces:
@@ -285,8 +286,11 @@ def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", sk
             first = False
 
 
-def _counted(blocks, stats: Stats):
+def _counted(path, blocks, stats: Stats):
     for block in blocks:
+        if b"\0" in block:     # text has no NUL byte; token ids (uint16: every id < 256 has one) have many
+            raise DataError(f"{path}: holds NUL bytes, so it is binary data (token ids? a prepared train.bin "
+                            "renamed?), not text; give text files, or --data the prepared folder itself")
         stats.bytes += len(block)
         yield block
 
@@ -377,7 +381,7 @@ def _batches(pieces, batch_bytes: int):
         yield batch
 
 
-def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
+def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int, stats=None):
     """(piece, ids) in the input's order. With workers > 1 a process pool encodes batches;
     at most 2 batches per worker are in flight, which is what bounds memory."""
     if workers == 1:
@@ -390,6 +394,8 @@ def tokenized(pieces, tok, dtype, workers: int, batch_bytes: int):
     try:
         pool = _start_pool(tok, workers)
         if pool is None:
+            if stats is not None:
+                stats.workers = 1
             yield from tokenized(pieces, tok, dtype, 1, batch_bytes)
             return
         pending = deque()
@@ -588,7 +594,8 @@ def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, work
     separator = np.asarray(tok.separator, dtype=dtype)
     # closing(): on an error here (a full disk) the worker pool stops now, not when the
     # traceback that still references this generator is finally dropped.
-    with closing(tokenized(pieces, tok, dtype, workers, batch_bytes)) as stream:
+    stats.workers = workers
+    with closing(tokenized(pieces, tok, dtype, workers, batch_bytes, stats)) as stream:
         for piece, ids in stream:
             f = files_out[piece.split]
             if piece.first and stats.tokens[piece.split]:
@@ -603,11 +610,12 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
             glob: str | None = None, text_field: str = "text", skip_bad_lines: bool = False,
             bad_utf8: str = "replace", force: bool = False, batch_bytes: int = BLOCK,
             progress: bool = False, files=None, source: str | None = None,
-            extra_meta: dict | None = None) -> Path:
+            extra_meta: dict | None = None, keep: str | None = None) -> Path:
     """Tokenize `src` (a file or folder; or `files` for a built-in corpus) into
     out_dir/{train,val}.bin + meta.json, streaming. Validation: whole documents chosen by hash
     when there are many, else the last val_fraction of the tokens, so no window spans both.
-    `tokenizer` is a name or a tokenizer object (tests pass stubs). Returns out_dir."""
+    `tokenizer` is a name or a tokenizer object (tests pass stubs). keep: the fingerprint of the
+    tokens out_dir holds for a resumed run; other tokens are refused, out_dir kept. Returns out_dir."""
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction {val_fraction}: must be between 0 and 1 (exclusive)")
     workers = available_cpus() if workers is None else workers
@@ -632,12 +640,12 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
                 print(f"{out_dir} is up to date: prepared from these very inputs and settings")
             return out_dir
         stats, seconds = _write_folder(out_dir, src, files, tok, options, key, workers, batch_bytes,
-                                       progress, source, extra_meta)
+                                       progress, source, extra_meta, keep)
     if progress:
         print(f"prepared {stats.documents:,} documents ({stats.bytes / 1e6:,.1f} MB) -> "
               f"{stats.tokens['train']:,} train + {stats.tokens['val']:,} val tokens in "
               f"{seconds:.1f}s ({stats.bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s, "
-              f"{workers} worker{'s' * (workers > 1)}) -> {out_dir}")
+              f"{stats.workers} worker{'s' * (stats.workers > 1)}) -> {out_dir}")
         if stats.bad_utf8_documents:
             print(f"warning: {bad_utf8_summary(stats.bad_utf8_documents, stats.bad_utf8_replaced, bad_utf8)}",
                   file=sys.stderr, flush=True)
@@ -652,7 +660,7 @@ def settings(tok, val_fraction=0.1, glob=None, text_field="text", skip_bad_lines
 
 
 def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, workers: int,
-                  batch_bytes: int, progress: bool, source, extra_meta):
+                  batch_bytes: int, progress: bool, source, extra_meta, keep=None):
     """The preparation itself, into a staging folder renamed to out_dir when complete. Every
     way out (an error; Ctrl-C and SIGTERM, which raise here) stops the workers and removes the
     staging folder. -> (Stats, seconds)."""
@@ -679,6 +687,10 @@ def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, worke
             _check_splits(stats, src or source, by_document)
         meta = _meta(tok, dtype, stats, key, content.hexdigest(), options, by_document,
                      source or str(src), extra_meta)
+        if keep and meta["fingerprint"] != keep:
+            raise DataError(f"--data {src or source}: the data changed since the checkpoint (its tokens are now "
+                            f"{meta['fingerprint']}, the run's {keep}); {out_dir} still holds the run's tokens: "
+                            f"--resume with --data {out_dir}")
         if getattr(tok, "file", None):     # a tokenizer.json: the folder keeps the one its ids mean
             shutil.copyfile(tok.file, stage / "tokenizer.json")
         _write_meta(stage / "meta.json", meta)      # last: its presence marks a complete preparation
@@ -706,6 +718,9 @@ def _assign_splits(pieces, val_fraction: float):
 
 
 def _check_splits(stats: Stats, src, by_document: bool):
+    if stats.documents == 0 and stats.skipped_files:
+        raise DataError(f"{src}: no text left: {stats.skipped_files:,} file(s) skipped for invalid UTF-8 "
+                        "(--bad-utf8 skip); --bad-utf8 replace keeps them, --tokenizer byte keeps their raw bytes")
     if stats.documents == 0:
         raise DataError(f"{src}: the corpus is empty (no text)")
     for split, n in stats.tokens.items():
@@ -757,11 +772,12 @@ def builtin(name: str):
     return stdlib_files(), {"python_version": version}
 
 
-def resolve(data: str, tokenizer: str, **options) -> Path:
+def resolve(data: str, tokenizer: str, keep: str | None = None, **options) -> Path:
     """--data to a prepared folder, preparing on first use and again whenever the inputs change:
     'shakespeare' | 'python-stdlib' (built in) | a prepared folder | a text file or folder.
     A text file's cache is the folder beside it named FILE-TOKENIZER (e.g. play.v2.txt-gpt2;
-    a tokenizer.json gives FILE-hf-<its hash>)."""
+    a tokenizer.json gives FILE-hf-<its hash>). keep: train.py --resume's data fingerprint; a cache
+    holding it is never prepared over (refused: the corpus changed), and a corpus not found is named."""
     if not data:
         raise DataError("--data is empty: give 'shakespeare', 'python-stdlib', a prepared folder or a text file")
     tok = get_tokenizer(tokenizer)     # its name, not a tokenizer.json's path, names the cache folder
@@ -774,16 +790,22 @@ def resolve(data: str, tokenizer: str, **options) -> Path:
         src, extra = Path(data), None
         if (src / "meta.json").exists():
             return src
+        if not src.exists() and keep:
+            raise DataError(f"--data {data}: not found; if the corpus moved, --resume takes --data NEWPATH (the "
+                            f"run continues if its tokens are the same: fingerprint {keep})")
         if not src.exists():
             raise DataError(f"--data {data}: not {' or '.join(map(repr, BUILTIN_CORPORA))}, "
                             f"a prepared folder, or a text file")
         _refuse_prepared_files(data, src)
         files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tok.name}"
-    if _prepared_key(out) == source_key(files, tok.name, settings(tok, **options)):
-        return out
+    for name in names(tok):     # a folder prepared under a tokenizer.json's legacy name is still its data
+        cached = out.with_name(out.name.removesuffix(tok.name) + name)
+        if _prepared_key(cached) == source_key(files, name, settings(tok, **options)):
+            return cached
     print(f"preparing {data} with the {tokenizer} tokenizer -> {out}", flush=True)
+    keep = keep if _prepared_meta(out).get("fingerprint") == keep else None      # a resumed run's tokens
     return prepare(src, out, tok, files=files, source=data if src is None else None, force=True,
-                   extra_meta=extra, progress=True, **options)
+                   extra_meta=extra, progress=True, keep=keep, **options)
 
 
 def _refuse_prepared_files(data: str, src: Path):
@@ -799,10 +821,15 @@ def _refuse_prepared_files(data: str, src: Path):
 
 
 def _prepared_key(out: Path):
+    return _prepared_meta(out).get("source_key")
+
+
+def _prepared_meta(out: Path) -> dict:
     try:
-        return json.loads((out / "meta.json").read_text()).get("source_key")
-    except (OSError, ValueError, AttributeError):
-        return None
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -810,10 +837,14 @@ def _prepared_key(out: Path):
 def open_data(data: str, tokenizer: str) -> TokenData:
     """--data as a TokenData, prepared first if needed, refused if made with another tokenizer."""
     folder = resolve(data, tokenizer)
-    tokens, want = TokenData(folder), get_tokenizer(tokenizer).name
-    if tokens.tokenizer != want:
+    tokens, tok = TokenData(folder), get_tokenizer(tokenizer)
+    if tokens.tokenizer not in names(tok):
+        want = tok.name
         named = "" if want == tokenizer else f" ({tokenizer})"
         raise DataError(f"{folder} was prepared with the {tokens.tokenizer} tokenizer, not {want}{named}")
+    if tokens.vocab_size != tok.vocab_size:     # a hand-edited meta.json: the model is sized by it
+        raise DataError(f"{folder}/meta.json: vocab_size {tokens.vocab_size} is not the {tok.name} tokenizer's "
+                        f"{tok.vocab_size} (edited?); prepare the data again")
     return tokens
 
 

@@ -99,7 +99,7 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     dtype, attn = hw.pick_dtype(cfg.dtype, device), hw.pick_attn(cfg.attn, device)
     plan, end, eval_lengths = make_plans(cfg, ranks.world, ckpt)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))
-    data = load_data(cfg, ranks)
+    data = load_data(cfg, ranks, ckpt and ckpt.get("data_fingerprint"))
     data.check_windows(plan.stages[-1].seq_len, max(eval_lengths))
     if ckpt is not None:
         ckpt_file.check_data(ckpt, data.fingerprint, f"--resume {cfg.resume}")
@@ -122,12 +122,13 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     return run, state, folder
 
 
-def load_data(cfg: TrainConfig, ranks: distributed.Ranks) -> datalib.TokenData:
+def load_data(cfg: TrainConfig, ranks: distributed.Ranks, keep=None) -> datalib.TokenData:
     """Rank 0 prepares the corpus on first use; the others wait for it (agree is a collective).
-    A path is kept resolved in the config, so that a resume from elsewhere finds the same corpus."""
+    A path is kept resolved in the config, so that a resume from elsewhere finds the same corpus.
+    keep: a resumed run's data fingerprint, whose prepared folder is never prepared over."""
     if cfg.data not in prepare.BUILTIN_CORPORA and Path(cfg.data).exists():
         cfg.data = str(Path(cfg.data).resolve())
-    distributed.agree(ranks, prepare.resolve if ranks.master else None, cfg.data, cfg.tokenizer)
+    distributed.agree(ranks, prepare.resolve if ranks.master else None, cfg.data, cfg.tokenizer, keep)
     return distributed.agree(ranks, prepare.open_data, cfg.data, cfg.tokenizer)
 
 

@@ -12,6 +12,7 @@ import torch
 from harness import report
 from harness.cli import NothingToDo, UserError
 from harness.files import atomic_write
+from harness.tokenizer import TOKENIZERS, get_tokenizer
 from model import GPT, GPTConfig
 
 CKPT_FORMAT = "growlength-2"
@@ -24,9 +25,17 @@ def save_checkpoint(path: Path, config: dict, model, opt, state: dict, data_fing
     """All or nothing (harness.files.atomic_write): a crash or a full disk mid-write keeps the old one."""
     ckpt = {"format": CKPT_FORMAT, "config": config, "model_config": model.cfg.shape(),
             "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-            "data_fingerprint": data_fingerprint}
+            "data_fingerprint": data_fingerprint, "tokenizer_identity": identity(config.get("tokenizer"))}
     with atomic_write(path) as f:
         torch.save(ckpt, f)
+
+
+def identity(tokenizer) -> str | None:
+    """A tokenizer.json run's tokenizer by content (harness.tokenizer.tokenizer_identity), so that
+    sample.py and export.py know an edited or other file (harness.hf.run_tokenizer); built-ins: None."""
+    if tokenizer in TOKENIZERS or not isinstance(tokenizer, str):
+        return None
+    return get_tokenizer(tokenizer).identity      # cached: read when the run began
 
 
 def load_checkpoint(folder: str, state_type=dict) -> dict:
@@ -40,7 +49,8 @@ def load_checkpoint(folder: str, state_type=dict) -> dict:
     except Exception as e:  # truncated zip, not a torch file, unpickling error: all the same to the user
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise UserError(f"{path}: not a growlength checkpoint (format {CKPT_FORMAT})")
+        theirs = f"its format is {ckpt['format']!r}" if isinstance(ckpt, dict) and "format" in ckpt else "no format tag"
+        raise UserError(f"{path}: not a growlength checkpoint of format {CKPT_FORMAT} ({theirs})")
     broken = [k for k in ("config", "model_config", "model", "optimizer", "state")
               if not isinstance(ckpt.get(k), dict)]
     if not broken:

@@ -95,7 +95,10 @@ def interrupt_on_signals():
 def say_now(line: str):
     """One line on stderr from a signal handler: os.write, as print could be mid-line already."""
     if is_rank0():
-        os.write(2, (line + "\n").encode())
+        try:
+            os.write(2, (line + "\n").encode())
+        except OSError:     # stderr's reader is gone (experiments.py killed): stop all the same, checkpoint
+            pass
 
 
 class StopRequest:
@@ -143,3 +146,19 @@ class StopRequest:
     def restore(self):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+# ----------------------------------------------------------------------------- flag types
+
+def auto_or_tokens(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of tokens, not {text!r}") from None
+
+
+def compact(text: str) -> str:
+    """A list flag without spaces: --schedule '32, 64' is --schedule 32,64 (on --resume, in experiments.py)."""
+    return "".join(text.split())

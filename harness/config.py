@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import schedule as sched
-from harness.cli import OneLineParser, UserError
+from harness.cli import OneLineParser, UserError, auto_or_tokens, compact
 from harness.threads import threads_flag
 from harness.tokenizer import TOKENIZERS, tokenizer_flag
 from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
@@ -69,23 +69,14 @@ class TrainConfig:
         return DEFAULT_BUDGET if self.budget is None and self.max_tokens is None else self.budget
 
 
-def auto_or_tokens(text: str):
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of tokens, not {text!r}") from None
-
-
 def build_parser(description: str) -> argparse.ArgumentParser:
     """Flags only: argparse fills in nothing (SUPPRESS), so the parsed namespace holds exactly
     the flags the user gave -- which --resume needs -- and TrainConfig supplies the rest."""
     d = TrainConfig()
     p = OneLineParser(description=description, argument_default=argparse.SUPPRESS)
     a = p.add_argument
-    a("--schedule", help=f"stage lengths, strictly increasing (default {d.schedule})")
-    a("--ratios", help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
+    a("--schedule", type=compact, help=f"stage lengths, strictly increasing (default {d.schedule})")
+    a("--ratios", type=compact, help="share of the budget per stage, e.g. 1,1,2,4 (default: equal)")
     a("--budget", help=f"training wallclock, e.g. 90s, 5m, 1h (default {DEFAULT_BUDGET} "
       "unless --max-tokens is given); eval and checkpoints do not count. Extending a run's " + EXTENDING)
     a("--max-tokens", type=int, help="token budget: the paper's equal-tokens runs (on --resume: see --budget)")
@@ -104,7 +95,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--warmup", type=float, help=f"LR warmup as a share of the budget (default {d.warmup})")
     a("--weight-decay", type=float, help=f"(default {d.weight_decay})")
     a("--grad-clip", type=float, help=f"(default {d.grad_clip}; 0: off)")
-    a("--eval-lengths", help="context lengths to evaluate (default: each stage length and twice the last)")
+    a("--eval-lengths", type=compact, help="context lengths to evaluate (default: each stage length and twice the last)")
     a("--eval-tokens", type=int, help=f"validation tokens per eval length (default {d.eval_tokens})")
     a("--eval-interval", type=float, help=f"seconds of training between evals (default {d.eval_interval:g})")
     a("--log-interval", type=float, help=f"seconds of training between log lines (0: every step; default {d.log_interval:g})")
@@ -123,10 +114,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     a("--stop-at-step", type=int,
       help="stop after this step as if interrupted: checkpoint and exit (to split a run or test resume)")
     a("--rope-switch", choices=ROPE_SWITCHES,
-      help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default {d.rope_switch})")
-    a("--threads", type=threads_flag, help="CPU threads for torch: auto (default) times a few steps at 1, 2, 4 .. "
-      "cores threads at the start of each stage (outside the clock) and keeps the fastest, since on a busy "
-      "machine fewer threads are faster; N fixes it; an OMP_NUM_THREADS in the environment is kept. Losses do not depend on it")
+      help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default "
+      f"{d.rope_switch}); with --init-from it scales from the folder's trained length (max_position_embeddings), "
+      "so it is inactive while every stage is within that length (said in one line at start)")
+    a("--threads", type=threads_flag, help="CPU threads: auto (default) times a few steps at 1, 2, 4 .. cores threads as "
+      "each stage starts (outside the clock) and keeps the fastest (on a busy machine, fewer); N fixes it; OMP_NUM_THREADS is kept")
     return p
 
 

@@ -61,10 +61,36 @@ class GPT2Tokenizer:
         return self.enc.decode([int(i) for i in ids])
 
 
+# What defines how a tokenizer.json encodes and decodes. Not its post-processor (we never add special
+# tokens; transformers' save_pretrained writes an empty one), truncation, padding or version.
+DEFINING = ("model", "normalizer", "pre_tokenizer", "decoder", "added_tokens")
+
+
 def tokenizer_identity(text: str) -> str:
-    """A tokenizer.json's identity: the sha256 of its JSON with keys sorted, so a copy saved with
-    other whitespace or key order is the same tokenizer, and any other vocabulary is not."""
+    """A tokenizer.json's identity: the sha256 of what defines its encoding and decoding (DEFINING),
+    merges in one spelling ("a b" or ["a", "b"]) and a model option left out taken as its default
+    (null/false). A copy re-saved by transformers, or with other whitespace or key order, is the
+    same tokenizer; another vocabulary, merge, normalizer or added token is not."""
+    spec = json.loads(text)
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+        raise ValueError("no tokenizer model in the JSON")
+    model = {k: v for k, v in spec["model"].items() if v not in (None, False)}
+    if isinstance(model.get("merges"), list):
+        model["merges"] = [m.split(" ", 1) if isinstance(m, str) else m for m in model["merges"]]
+    core = {**{k: spec.get(k) for k in DEFINING}, "model": model}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
+
+
+def legacy_identity(text: str) -> str:
+    """The identity before 2026-12-06 (the whole JSON, keys sorted): prepared folders and
+    checkpoints made then are named by it, and still answer to it (HFTokenizer.names)."""
     return hashlib.sha256(json.dumps(json.loads(text), sort_keys=True).encode()).hexdigest()
+
+
+def names(tok) -> tuple:
+    """Every name a tokenizer answers to in meta.json and cache folders: its name, and for a
+    tokenizer.json also the one it had under legacy_identity."""
+    return getattr(tok, "names", (tok.name,))
 
 
 # Where a tokenizer.json does not say which token ends a document, the first of these it has.
@@ -83,7 +109,7 @@ class HFTokenizer:
         file = path / "tokenizer.json" if path.is_dir() else path
         try:
             text = file.read_text()
-            self.identity = tokenizer_identity(text)
+            self.identity, self.legacy = tokenizer_identity(text), legacy_identity(text)
             from tokenizers import Tokenizer
             self.tok = Tokenizer.from_str(text)
         except OSError as e:
@@ -94,6 +120,7 @@ class HFTokenizer:
         except Exception as e:      # not JSON, or JSON the library cannot build (its errors are plain Exceptions)
             raise DataError(f"{file}: not a Hugging Face tokenizer.json ({str(e).splitlines()[0][:100]})") from None
         self.file, self.name = file.resolve(), "hf-" + self.identity[:16]
+        self.names = (self.name, "hf-" + self.legacy[:16])
         ids = self.tok.get_vocab(with_added_tokens=True).values()
         if not ids:
             raise DataError(f"{file}: the tokenizer has no tokens")

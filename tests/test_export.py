@@ -73,11 +73,12 @@ def test_export_loads_in_transformers_with_our_logits(tmp_path, parallel):
     logits_agree(ours, hf, 384)
 
 
-def test_byte_export_has_weights_and_says_the_tokenizer_is_bytes(tmp_path, capsys):
+def test_byte_export_has_a_tokenizer_generation_config_and_a_card(tmp_path, capsys):
     make_run(tmp_path / "run")
     assert export.main([str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
-    assert "byte tokenizer" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json"]
 
 
 def test_gpt2_export_tokenizer_round_trip_with_the_padded_vocab(tmp_path):

@@ -66,7 +66,8 @@ def test_unusable_lines_are_skipped_with_one_warning(tmp_path, capsys):
 
 
 def test_out_that_is_a_file_is_one_line(tmp_path):
-    run = write_metrics(tmp_path / "run", [json.dumps({"kind": "config"})])
+    run = write_metrics(tmp_path / "run", [json.dumps({"kind": "config"}), json.dumps(
+        {"kind": "train", "step": 1, "elapsed_s": 1.0, "tokens": 8, "loss": 3.0})])
     (tmp_path / "taken").write_text("a file")
     for out, line in [(tmp_path / "taken", f"error: --out {tmp_path / 'taken'}: is a file, not a folder"),
                       (tmp_path / "taken" / "fig", f"error: --out {tmp_path / 'taken' / 'fig'}: cannot create "

@@ -549,10 +549,11 @@ def test_workers_that_cannot_start_are_one_line_not_a_hang(tmp_path, groups):
                              "--out", str(tmp_path / "out"), "--workers", "3"], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     groups.append(proc.pid)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert err.strip().splitlines() == ["warning: cannot start 3 tokenizer workers (Resource temporarily "
                                         "unavailable); tokenizing in this process instead (slower)"]
+    assert "MB/s, 1 worker) ->" in out, out         # the summary counts the process that did tokenize
     assert bytes(all_tokens(tmp_path / "out")) == (TEXT * 50).encode()
     assert gone(proc.pid) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "out"]
 
