@@ -42,7 +42,7 @@ def _cell(r):
         return "–"
     if not r["ok"]:
         return f"**fails** ({r['error']})"
-    spill = r["spill_store"] + r["spill_load"]
+    spill = _spill(r)
     tc = {"wgmma.mma_async": "wgmma", "tcgen05.mma": "tcgen05", "mma.sync": "mma.sync"}
     tcs = ",".join(tc[t] for t in r["tensor_cores"]) or "no TC"
     flag = " ⚠" if spill or r["shared"] > TARGETS[r["target"]][1] else ""
@@ -55,28 +55,38 @@ def _key(r, *fields):
 
 
 def summary_rows(results):
-    """[(target, kernel, 'ok/n', max shared KiB, worst spill bytes)] over every compile."""
+    """[(target, kernel, 'ok/n', max shared KiB, worst spill bytes of a config the autotuner may
+    pick there, the same at fp32)]: bf16/fp16 and fp32 apart, fp32 being for checking only."""
+    def worst(rs, key):
+        return max((key(r) for r in rs), default=0)
     rows = []
     for t in sorted({r["target"] for r in results}):
         for k in KERNELS:
             rs = [r for r in results if r["target"] == t and r["kernel"] == k]
-            ok = [r for r in rs if r["ok"]]
+            ok = [r for r in rs if r["ok"] and not r.get("pruned")]
+            half, fp32 = ([r for r in ok if (r["dtype"] == "float32") == f] for f in (False, True))
             if rs:
-                rows.append((t, k, f"{len(ok)}/{len(rs)}",
-                             max((r["shared"] for r in ok), default=0) / 1024,
-                             max((r["spill_store"] + r["spill_load"] for r in ok), default=0)))
+                rows.append((t, k, f"{sum(r['ok'] for r in rs)}/{len(rs)}",
+                             worst(half, lambda r: r["shared"]) / 1024, worst(fp32, lambda r: r["shared"]) / 1024,
+                             worst(half, _spill), worst(fp32, _spill)))
     return rows
+
+
+def _spill(r):
+    return r["spill_store"] + r["spill_load"]
 
 
 def render(results, header, baseline=None):
     """The markdown report. baseline: an earlier run's results (JSON), shown as 'before'."""
     out = list(header)
     out += ["", "## Summary: target x kernel (every compile below)", "",
-            "| target | kernel | compiled | max shared memory | worst spills (store + load) |",
-            "|---|---|---|---|---|"]
-    for t, k, ok, smem, spill in summary_rows(results):
-        out.append(f"| sm_{t} ({TARGETS[t][0]}) | `{k}` | {ok} | {smem:.0f} KiB "
-                   f"(limit {TARGETS[t][1] // 1024}) | {spill} B |")
+            "Over the configs the autotuner may pick there (pruned ones left out); bf16 and fp16 "
+            "apart from fp32, which is for checking (IEEE dots without tensor cores).", "",
+            "| target | kernel | compiled | max shared memory, bf16/fp16 · fp32 (limit) "
+            "| worst spills (store + load), bf16/fp16 · fp32 |", "|---|---|---|---|---|"]
+    for t, k, ok, smem, smem32, spill, spill32 in summary_rows(results):
+        out.append(f"| sm_{t} ({TARGETS[t][0]}) | `{k}` | {ok} | {smem:.0f} · {smem32:.0f} KiB "
+                   f"({TARGETS[t][1] // 1024}) | {spill} · {spill32} B |")
 
     per_config = [r for r in results if r["dtype"] == "bfloat16" and r["causal"]
                   and r["target"] in CONFIG_TARGETS and r["head_dim"] in CONFIG_HEAD_DIMS]
