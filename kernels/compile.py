@@ -120,10 +120,14 @@ def describe(config, kwargs):
 
 def _compile_inputs(job):
     """(fn, signature, constexprs, attrs, options, target, description, pruned) for a job, via
-    Triton's own binder: the specialisation a GPU launch with these arguments would make."""
+    Triton's own binder: the specialisation a GPU launch with these arguments would make.
+    The binder and `_pack_args` are Triton internals (as of the pinned 3.7.1): should they
+    move, every compile fails with the error, rather than guessing a signature."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
+
+    from kernels import attention
 
     kernel, args, kwargs = launches(job["dtype"], job["head_dim"], job["causal"])[job["kernel"]]
     config = configs(kernel)[job["config"]]
@@ -136,7 +140,6 @@ def _compile_inputs(job):
     bound, specialization, opts = binder(*args, **launch_kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, launch_kwargs, bound,
                                                           specialization, opts)
-    from kernels import attention
     # Whether the kernel's own prune (attention._skip_spilling) keeps it from the autotuner there.
     skipped = attention.spills(job["kernel"], config, job["head_dim"], job["target"] // 10)
     return fn, signature, constexprs, attrs, options, target, describe(config, kwargs), skipped
