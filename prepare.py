@@ -301,7 +301,8 @@ def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", sk
 def _split_at(blocks, mark: bytes | None):
     """(document number, bytes) of a file read in blocks: a new document after each `mark`. The
     mark ends its document, so the pieces hold the file's bytes unchanged: the byte tokenizer's
-    tokens are the file's, and GPT-2's too for PLAY_BREAK (tested). UTF-8-safe for an ASCII mark."""
+    tokens are the file's; GPT-2's too for PLAY_BREAK where, as in Shakespeare's file, no longer
+    run of newlines holds it (tested). UTF-8-safe for an ASCII mark."""
     if not mark:
         yield from ((0, block) for block in blocks)
         return
