@@ -98,6 +98,9 @@ class Stopped(Exception):
 
 IGNORED = ("out", "resume", "stop_at_step")   # about one invocation of train.py, not about the run
 FILLED_BY_TRAIN = ("budget", "attn")          # not given: train.py chooses, and records its choice
+# Flags added after runs were published: a run recorded before one existed ran as its default does
+# (attention across documents), so it is that run, and is reused rather than run again.
+LATER_FLAGS = {"doc_mask": False, "eval_doc_mask": "auto"}
 
 
 def recorded_config(folder: Path):
@@ -108,9 +111,10 @@ def recorded_config(folder: Path):
     except (OSError, ValueError):
         return None
     names = {f.name for f in fields(TrainConfig)}
-    if not isinstance(first, dict) or first.get("kind") != "config" or not names <= set(first):
+    if not isinstance(first, dict) or first.get("kind") != "config":
         return None
-    return first
+    first = {**LATER_FLAGS, **first}
+    return first if names <= set(first) else None
 
 
 def config_difference(want: TrainConfig, got: dict) -> list:

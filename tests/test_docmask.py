@@ -9,11 +9,13 @@ import pytest
 import torch
 
 import data as D
+import experiments
 import prepare as P
 import train
 from harness import tokenizer as tokenizers
 from kernels.reference import attention_ref
 from model import GPT, attention, make_config
+from test_experiments import fake  # noqa: F401  (a fixture: train.py runs faked)
 from test_train import FAST, fail, records
 
 DOCS = ["ünïcödé " * 5, "def f():\n    return 1\n", "x", "class A:\n\n\n    pass\n" * 3, "y = 2\n", "z = 3"]
@@ -205,3 +207,30 @@ def test_validation_is_scored_masked_or_not(tmp_path):
     plain = train.evaluate(model, data, [64], 1024, "cpu", off)
     masked = train.evaluate(model, data, [64], 1024, "cpu", off, masked=True)
     assert plain.keys() == masked.keys() == {"64"} and plain != masked
+
+
+def test_runs_recorded_before_the_flag_are_reused(tmp_path, fake):
+    runs = ["tokens", "--runs", str(tmp_path / "exp"), "--max-tokens", "1000"]
+    assert experiments.main(runs) == 0
+    metrics = tmp_path / "exp" / "tokens" / "grow-s1" / "metrics.jsonl"
+    first, *rest = metrics.read_text().splitlines()
+    cfg = json.loads(first)
+    del cfg["doc_mask"], cfg["eval_doc_mask"]      # recorded before --doc-mask existed: it ran unmasked
+    metrics.write_text("\n".join([json.dumps(cfg), *rest]) + "\n")
+    assert experiments.main(runs) == 0 and len(fake.calls) == 3
+    assert experiments.main([*runs, "--extra", "--doc-mask"]) == 0 and len(fake.calls) == 6
+
+
+def test_docmask_experiment_runs_its_eight_arms_and_says_what_masking_did(tmp_path, fake, monkeypatch):
+    def both_ways(out, eval_tokens):        # fixed1024 is 0.10 worse unmasked, 0.04 worse masked
+        worse = ("fixed1024" in out.name) * (0.04 if "masked" in out.name else 0.10)
+        return {w: {str(T): 2.0 + worse for T in experiments.DOCMASK_EVAL} for w in ("unmasked", "masked")}
+    monkeypatch.setattr(experiments, "both_ways", both_ways)
+    monkeypatch.setattr(experiments, "doc_lengths_text", lambda folder: ["- (document lengths)"])
+    monkeypatch.setattr(experiments.prepare, "resolve", lambda *a: tmp_path)
+    assert experiments.main(["docmask", "--runs", str(tmp_path / "exp"), "--max-tokens", "1000"]) == 0
+    assert len(fake.calls) == 8 and sum("--doc-mask" in c for c in fake.calls) == 4
+    assert all("python-stdlib" in c for c in fake.calls)
+    table = (tmp_path / "exp" / "docmask" / "results.md").read_text()
+    assert "+0.1000 unmasked and +0.0400 masked: it shrinks under masking (-0.0600, 40% of the unmasked gap)" in table
+    assert (tmp_path / "exp" / "docmask" / "figures" / "val_vs_context.png").is_file()
