@@ -202,12 +202,9 @@ def apply_rope(x, cos, sin):
 
 
 def attention(q, k, v, backend: str, docs=None):
-    """Causal attention of (B, nh, T, hs) q, k, v (any strides) -> (B, nh, T, hs).
-
-    docs (train.py --doc-mask): (B, T) document starts in the window (data.doc_starts); query t
-    then sees keys docs[t] .. t only, not the documents joined before its own (Llama 3, OLMo 2
-    mask so; nanoGPT and the GrowLength paper do not). Positions stay as they are: a RoPE score
-    depends on the distance t - j alone, so restarting positions per document computes the same."""
+    """Causal attention of (B, nh, T, hs) q, k, v (any strides) -> (B, nh, T, hs). docs (--doc-mask): (B, T)
+    document starts in the window (data.doc_starts); query t then sees keys docs[t] .. t only, as in Llama 3.
+    Positions stay: a RoPE score depends on t - j alone, so restarting them per document computes the same."""
     if backend == "sdpa":
         if docs is not None:   # a (B, 1, T, T) boolean mask; FlexAttention measured slower on CPU (results/docmask.md)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=doc_mask(docs))
