@@ -259,7 +259,7 @@ def start(run: Run, state: TrainState, resumed: bool) -> report.Evaluator:
     with run.wall.part("warm-up"):
         run.plan = hw.warm_up(run.plan, run.model, run.train_model, run.autocast, run.device, run.ranks,
                               auto=run.cfg.micro_batch_tokens == "auto", compile=run.cfg.compile,
-                              optimizer_started=bool(run.opt.state))
+                              optimizer_started=bool(run.opt.state), docs=run.cfg.doc_mask)
     if run.ranks.master:
         print(run.plan.table())
     evaluate_now = report.Evaluator(functools.partial(evaluate, run.model, run.data, run.eval_lengths, run.cfg.eval_tokens,

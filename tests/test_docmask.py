@@ -234,3 +234,18 @@ def test_docmask_experiment_runs_its_eight_arms_and_says_what_masking_did(tmp_pa
     table = (tmp_path / "exp" / "docmask" / "results.md").read_text()
     assert "+0.1000 unmasked and +0.0400 masked: it shrinks under masking (-0.0600, 40% of the unmasked gap)" in table
     assert (tmp_path / "exp" / "docmask" / "figures" / "val_vs_context.png").is_file()
+
+
+def test_warm_up_runs_the_document_masked_model():
+    """On a GPU the warm-up compiles and autotunes before the clock: with --doc-mask, the masked
+    kernels and graph training will run, not the unmasked ones."""
+    from harness import device as hw
+    model, calls = GPT(make_config("tiny")), []
+
+    def step_model(x, y, *docs):
+        calls.append([d.shape for d in docs])
+        return model(x, y, *docs)
+    off = torch.autocast("cpu", enabled=False)
+    hw.warm_step(model, step_model, off, "cpu", True, 2, 16)
+    hw.warm_step(model, step_model, off, "cpu", False, 2, 16)
+    assert calls == [[(2, 16)], []]
