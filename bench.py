@@ -4,6 +4,7 @@
     python bench.py lengths [--preset tiny] [--tokens 16384] [--max-batch] [--out FILE]
     python bench.py gpu [--out FILE]
     python bench.py prepare [--workers 1,2] [--gb 1] [--out FILE]
+    python bench.py compile [--targets 80,89,90,100] [--out results/compile.md] [--jobs 2]
 
 `attention`: the Triton kernel in kernels/attention.py against PyTorch SDPA (flash
 backend, else cuDNN, else whatever SDPA picks), bf16, causal, forward and
@@ -23,6 +24,10 @@ per training step (the paper's 16384), the median time of a full training step
 (forward, backward, AdamW) and its peak memory at each T; on CUDA with --max-batch, the
 largest batch (in tokens) whose step still fits, found by doubling then bisecting on
 out-of-memory. On CPU each T runs in its own process, because peak RSS only ever grows.
+
+`compile`: every Triton kernel compiled ahead of time for GPUs this machine need not have
+(no GPU needed): registers, spills, shared memory, tensor-core instructions per config
+(kernels/compile.py; the matrix in kernels/compile_report.py). Compiling is not running.
 
 FLOPs counted (causal halves the forward): forward 4*B*H*T^2*D * 0.5, backward 2.5x
 the forward, so forward+backward 3.5x. speedup = SDPA time / our time (> 1: ours faster).
@@ -443,6 +448,34 @@ def bench_gpu(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- compile: kernels ahead of time
+
+def _targets(text):
+    from kernels.compile import TARGETS
+    values = _int_list(text)
+    unknown = [v for v in values if v not in TARGETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown target {unknown[0]}: choose from "
+                                         f"{','.join(map(str, TARGETS))}")
+    return values
+
+
+def bench_compile(args):
+    from kernels import compile_report
+    if args.baseline and not Path(args.baseline).is_file():
+        raise BenchError(f"--baseline {args.baseline}: no such file")
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / "compile.md")
+    _check_out(out)
+    text, raw = compile_report.run(args.targets, args.jobs, args.part, args.baseline,
+                                   command="python bench.py " + " ".join(args.argv))
+    with atomic_write(out, "w") as f:
+        f.write(text)
+    with atomic_write(out.with_suffix(".json"), "w") as f:
+        f.write(raw)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- prepare (prepare.py throughput)
 
 def _tree_pss_mib(pid):
@@ -649,7 +682,18 @@ def bench(argv=None) -> int:
     p.add_argument("--out", metavar="FILE", help="also write the table as markdown to FILE")
     p.set_defaults(func=bench_prepare)
 
+    p = sub.add_parser("compile", help="compile every kernel config ahead of time for GPU targets (no GPU needed)")
+    p.add_argument("--targets", type=_targets, default=[80, 89, 90, 100],
+                   help="comma-separated compute capabilities (default: 80,89,90,100)")
+    p.add_argument("--out", metavar="FILE", help="report (default results/compile.md; raw results beside it, .json)")
+    p.add_argument("--jobs", type=_positive, default=2, help="compile worker processes (default: 2)")
+    p.add_argument("--part", choices=["all", "configs", "first"], default="all",
+                   help="every config at bf16 (sm_80/90), the first config at every dtype, or both")
+    p.add_argument("--baseline", metavar="JSON", help="an earlier run's .json, shown as 'before' per config")
+    p.set_defaults(func=bench_compile)
+
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _check_out(args.out)
     return args.func(args)
 

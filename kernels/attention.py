@@ -120,14 +120,14 @@ def _bht(t):
 
 
 def _configs(gpu, interpret):
-    """gpu: (BLOCK_M, BLOCK_N, num_warps, num_stages) tuples to try on a GPU;
+    """gpu: (BLOCK_M, BLOCK_N, num_warps, num_stages[, skip]) tuples to try on a GPU;
     interpret: the single (BLOCK_M, BLOCK_N) used under the interpreter, where each
     program runs in numpy and fewer, bigger blocks are simply faster."""
     if _INTERPRET:
         bm, bn = interpret
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in gpu]
+    return [triton.Config({"BLOCK_M": c[0], "BLOCK_N": c[1]}, num_warps=c[2], num_stages=c[3])
+            for c in gpu]
 
 
 # Forward and dQ own BLOCK_M query rows and step over keys by BLOCK_N, so they need
@@ -136,23 +136,59 @@ def _configs(gpu, interpret):
 # The interpreter configs keep the two block sizes different on purpose, so the CPU
 # tests exercise that sub-stepping of the diagonal, as the GPU configs do.
 # The first config of each list is the one `fixed_configs()` runs.
-_FWD_CONFIGS = _configs(
-    gpu=[(64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 4, 3), (128, 64, 4, 4),
-         (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 4, 3)],
-    interpret=(64, 32))
-_DKDV_CONFIGS = _configs(
-    gpu=[(32, 64, 4, 3), (32, 128, 4, 3), (32, 128, 8, 3), (64, 64, 4, 3),
-         (64, 128, 8, 2), (64, 128, 8, 3)],
-    interpret=(32, 64))
-_DQ_CONFIGS = _configs(
-    gpu=[(64, 32, 4, 3), (128, 32, 4, 3), (128, 32, 4, 4), (64, 64, 4, 3),
-         (128, 64, 8, 2), (128, 64, 8, 3)],
-    interpret=(64, 32))
+#
+# Registers. A program's fp32 accumulators (acc, or dk and dv) and score tiles live in
+# registers, spread over its 32 * num_warps threads, 255 registers each at most; what does
+# not fit spills to local memory, read back on every key step. So tiles of 128 rows get 8
+# warps, and a config that still spills on some GPU names where as `skip`:
+# {(compute capability major, HEAD_DIM)}; the autotuner never times it there (_skip_spilling).
+# 8 stands for sm_80/86/89 (the same register file), 9 for sm_90. Measured ahead of time with
+# `python bench.py compile` (results/compile.md; triton 3.7.1, ptxas -v, bf16). A config over
+# a GPU's shared memory needs no entry: Triton's autotuner skips it (OutOfResources).
+_FWD_GPU = [
+    (64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 8, 4),
+    (128, 64, 4, 3, {(8, 64), (8, 128), (9, 128)}),  # kept for sm_90 at D=64 (251 registers)
+    (128, 128, 8, 2, {(8, 64), (8, 128)}), (128, 128, 8, 3, {(8, 128)})]
+_DKDV_GPU = [
+    (32, 64, 4, 3), (32, 64, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3),
+    (32, 128, 8, 3, {(8, 128)}), (64, 128, 8, 3, {(8, 128), (9, 128)})]
+_DQ_GPU = [
+    (64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 64, 8, 3), (128, 32, 8, 3),
+    (128, 64, 8, 3, {(8, 128)})]
+_GPU_CONFIGS = {"_attn_fwd": _FWD_GPU, "_attn_bwd_dkdv": _DKDV_GPU, "_attn_bwd_dq": _DQ_GPU}
+_FWD_CONFIGS = _configs(_FWD_GPU, interpret=(64, 32))
+_DKDV_CONFIGS = _configs(_DKDV_GPU, interpret=(32, 64))
+_DQ_CONFIGS = _configs(_DQ_GPU, interpret=(64, 32))
+
+
+def spills(kernel, config, head_dim, major):
+    """True when `config` (a triton.Config) of the kernel named `kernel` is listed above as
+    spilling registers on compute capability major.x at this head dim."""
+    key = (config.kwargs.get("BLOCK_M"), config.kwargs.get("BLOCK_N"), config.num_warps,
+           config.num_stages)
+    return any(tuple(c[:4]) == key and (major, head_dim) in c[4]
+               for c in _GPU_CONFIGS.get(kernel, ()) if len(c) > 4)
+
+
+def _skip_spilling(kernel):
+    """Triton's early_config_prune for the kernel named `kernel`: the autotuner times only
+    the configs that do not spill on this GPU at this head dim."""
+    def prune(configs, named_args, **kwargs):
+        q = named_args["Q"]
+        if q.device.type != "cuda":  # the interpreter: nothing is compiled
+            return configs
+        major = torch.cuda.get_device_capability(q.device)[0]
+        head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
+        return [c for c in configs if not spills(kernel, c, head_dim, major)] or configs
+    return prune
+
+
 _DELTA_BLOCK = 64
 # N_CTX is the sequence length T of the call: each training stage length tunes once.
 _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # Triton adds the tensor dtypes to the key
 
 _fixed = None  # inside `with fixed_configs(i):` the config index every kernel runs
+_recorded = None  # inside `with recorded_launches() as calls:` the list launches go to
 
 
 @contextlib.contextmanager
@@ -172,10 +208,28 @@ def fixed_configs(index: int = 0):
         _fixed = before
 
 
+@contextlib.contextmanager
+def recorded_launches():
+    """Within this block no kernel runs: every launch appends (kernel, args, kwargs) to the
+    list this yields. kernels/compile.py calls the launchers below with meta tensors inside
+    it, so what it compiles ahead of time has exactly the arguments the model passes."""
+    global _recorded
+    before, _recorded = _recorded, []
+    try:
+        yield _recorded
+    finally:
+        _recorded = before
+
+
 def _launch(kernel, grid, *args, **kwargs):
     """kernel[grid](*args, **kwargs), or, inside fixed_configs(i), the Autotuner's undecorated
-    kernel (`kernel.fn`) with config i's block sizes, warps and stages."""
-    if _fixed is not None:
+    kernel (`kernel.fn`) with config i's block sizes, warps and stages. Every kernel launch
+    goes through here (recorded_launches() relies on it)."""
+    if _recorded is not None:
+        _recorded.append((kernel, args, kwargs))
+    elif not hasattr(kernel, "configs"):  # a plain @triton.jit kernel: nothing to tune
+        kernel[grid](*args, **kwargs)
+    elif _fixed is not None:
         config = kernel.configs[min(_fixed, len(kernel.configs) - 1)]
         kernel.fn[grid](*args, **kwargs, **config.all_kwargs())
     else:
@@ -238,7 +292,8 @@ def _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_
     return acc, m_i, l_i
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY)
+@triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": _skip_spilling("_attn_fwd")})
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE,
               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
@@ -378,7 +433,8 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n, 
     return dk, dv
 
 
-@triton.autotune(configs=_DKDV_CONFIGS, key=_TUNE_KEY)
+@triton.autotune(configs=_DKDV_CONFIGS, key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": _skip_spilling("_attn_bwd_dkdv")})
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
                    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
@@ -473,7 +529,8 @@ def _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, lo, hi,
     return dq
 
 
-@triton.autotune(configs=_DQ_CONFIGS, key=_TUNE_KEY)
+@triton.autotune(configs=_DQ_CONFIGS, key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": _skip_spilling("_attn_bwd_dq")})
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
@@ -532,8 +589,8 @@ def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale):
     flags = _dot_flags(q.dtype)
 
     delta = _empty((B, H, T), torch.float32, q.device)
-    _attn_bwd_delta[(triton.cdiv(T, _DELTA_BLOCK), B * H)](
-        o, do, delta, *_bht(o), *_bht(do), H, T, HEAD_DIM=D, BLOCK_M=_DELTA_BLOCK)
+    _launch(_attn_bwd_delta, (triton.cdiv(T, _DELTA_BLOCK), B * H),
+            o, do, delta, *_bht(o), *_bht(do), H, T, HEAD_DIM=D, BLOCK_M=_DELTA_BLOCK)
 
     dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
     _launch(_attn_bwd_dkdv, lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H),

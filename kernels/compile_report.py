@@ -1,0 +1,167 @@
+"""The compile matrix of `python bench.py compile` and its markdown report.
+
+Which compiles (the issue's matrix, kernels/README.md#compiled-ahead-of-time):
+- every autotune config of every kernel at bf16, causal, D = 64 and 128, on sm_80 and sm_90
+  (the targets among those asked for), what the autotuner can pick on an A100 or H100;
+- each kernel's first config at every dtype x D x causal on every target asked for (the one
+  `fixed_configs()` runs in the GPU tests). Duplicates of the first part are compiled once.
+"""
+import json
+import os
+
+from kernels.compile import CACHE_DIR, DTYPES, KERNELS, TARGETS
+
+HEAD_DIMS = (16, 32, 64, 128)
+CONFIG_TARGETS = (80, 90)  # every config is compiled for these
+CONFIG_HEAD_DIMS = (64, 128)
+
+
+def _job(kernel, target, dtype, head_dim, causal, config):
+    return dict(kernel=kernel, target=target, dtype=dtype, head_dim=head_dim, causal=causal,
+                config=config)
+
+
+def matrix(targets, counts, part="all"):
+    """The jobs, in report order. counts: {kernel: number of configs} (compile.config_counts).
+    part: "all", "configs" (every config, sm_80/90) or "first" (first config, every dtype)."""
+    jobs = []
+    if part in ("all", "configs"):
+        jobs += [_job(k, t, "bfloat16", d, True, i)
+                 for t in targets if t in CONFIG_TARGETS for d in CONFIG_HEAD_DIMS
+                 for k in KERNELS for i in range(counts[k])]
+    if part in ("all", "first"):
+        jobs += [_job(k, t, dt, d, c, 0) for t in targets for dt in DTYPES for d in HEAD_DIMS
+                 for c in (True, False) for k in KERNELS]
+    unique = {json.dumps(j, sort_keys=True): j for j in jobs}
+    return list(unique.values())
+
+
+def _cell(r):
+    """One compile in a table cell: 'regs r / spill B / smem KiB / tensor cores', or its error."""
+    if r is None:
+        return "–"
+    if not r["ok"]:
+        return f"**fails** ({r['error']})"
+    spill = r["spill_store"] + r["spill_load"]
+    tc = {"wgmma.mma_async": "wgmma", "tcgen05.mma": "tcgen05", "mma.sync": "mma.sync"}
+    tcs = ",".join(tc[t] for t in r["tensor_cores"]) or "no TC"
+    flag = " ⚠" if spill or r["shared"] > TARGETS[r["target"]][1] else ""
+    return f"{r['registers']} r, {f'**{spill} B spill**' if spill else '0 spill'}, " \
+           f"{r['shared'] / 1024:.0f} KiB, {tcs}{flag}"
+
+
+def _key(r, *fields):
+    return tuple(r[f] for f in fields)
+
+
+def summary_rows(results):
+    """[(target, kernel, 'ok/n', max shared KiB, worst spill bytes)] over every compile."""
+    rows = []
+    for t in sorted({r["target"] for r in results}):
+        for k in KERNELS:
+            rs = [r for r in results if r["target"] == t and r["kernel"] == k]
+            ok = [r for r in rs if r["ok"]]
+            if rs:
+                rows.append((t, k, f"{len(ok)}/{len(rs)}",
+                             max((r["shared"] for r in ok), default=0) / 1024,
+                             max((r["spill_store"] + r["spill_load"] for r in ok), default=0)))
+    return rows
+
+
+def render(results, header, baseline=None):
+    """The markdown report. baseline: an earlier run's results (JSON), shown as 'before'."""
+    out = list(header)
+    out += ["", "## Summary: target x kernel (every compile below)", "",
+            "| target | kernel | compiled | max shared memory | worst spills (store + load) |",
+            "|---|---|---|---|---|"]
+    for t, k, ok, smem, spill in summary_rows(results):
+        out.append(f"| sm_{t} ({TARGETS[t][0]}) | `{k}` | {ok} | {smem:.0f} KiB "
+                   f"(limit {TARGETS[t][1] // 1024}) | {spill} B |")
+
+    per_config = [r for r in results if r["dtype"] == "bfloat16" and r["causal"]
+                  and r["target"] in CONFIG_TARGETS and r["head_dim"] in CONFIG_HEAD_DIMS]
+    if per_config:
+        before = {_key(r, "kernel", "target", "head_dim", "config_desc"): r
+                  for r in baseline or [] if r["dtype"] == "bfloat16" and r["causal"]}
+        targets = sorted({r["target"] for r in per_config})
+        out += ["", "## Every autotune config, bf16, causal", "",
+                "Cell: registers per thread, spill bytes (store + load) from `ptxas -v`, shared "
+                "memory, tensor-core instructions in the PTX; ⚠ marks a spill or a block over the "
+                "target's shared memory. *Pruned*: the autotuner never times it on that target "
+                "(listed as spilling beside the config in kernels/attention.py)." + (" *Before*: the baseline run named above." if baseline else ""),
+                "", "| kernel | D | config | " + " | ".join(
+                    f"sm_{t}" + (f" | sm_{t} before" if baseline else "") for t in targets) + " |",
+                "|---|---|---|" + "---|" * (len(targets) * (2 if baseline else 1))]
+        rows = {}
+        for r in per_config:
+            rows.setdefault(_key(r, "kernel", "head_dim", "config"), {})[r["target"]] = r
+        for (k, d, _), by_target in sorted(rows.items(), key=lambda kv: (KERNELS.index(kv[0][0]), kv[0][1:])):
+            desc = next(iter(by_target.values()))["config_desc"]
+            cells = []
+            for t in targets:
+                r = by_target.get(t)
+                pruned = " — *pruned here*" if r and r.get("pruned") else ""
+                cells.append(_cell(r) + pruned)
+                if baseline:
+                    cells.append(_cell(before.get((k, t, d, desc))))
+            out.append(f"| `{k}` | {d} | {desc} | " + " | ".join(cells) + " |")
+
+    first = [r for r in results if r["config"] == 0]
+    out += ["", "## First config, every dtype x D x causal", "",
+            "The config `fixed_configs()` runs in the GPU tests; the cell as above.", "",
+            "| target | dtype | D | causal | " + " | ".join(f"`{k}`" for k in KERNELS) + " |",
+            "|---|---|---|---|" + "---|" * len(KERNELS)]
+    cells = {_key(r, "target", "dtype", "head_dim", "causal", "kernel"): r for r in first}
+    for t, dt, d, c in sorted({k[:4] for k in cells}, key=lambda k: (k[0], k[1], k[2], not k[3])):
+        out.append(f"| sm_{t} | {dt} | {d} | {'yes' if c else 'no'} | "
+                   + " | ".join(_cell(cells.get((t, dt, d, c, k))) for k in KERNELS) + " |")
+
+    failed = [r for r in results if not r["ok"]]
+    out += ["", f"## Failures: {len(failed)}", ""]
+    out += [f"- `{r['kernel']}` sm_{r['target']} {r['dtype']} D={r['head_dim']} causal={r['causal']} "
+            f"{r['config_desc']}: {r['error']}" for r in failed]
+    return "\n".join(out) + "\n"
+
+
+def _progress(i, n, r):
+    what = (f"sm_{r['target']} {r['kernel']} {r['dtype']} D={r['head_dim']} "
+            f"{'causal' if r['causal'] else 'full'} {r['config_desc']}")
+    took = "cached" if r["cached"] else f"{r['seconds']} s"
+    print(f"[{i:3d}/{n}] {what}: {_cell(r)} ({took})", flush=True)
+
+
+def run(targets, workers, part="all", baseline=None, command="python bench.py compile"):
+    """Compile the matrix -> (markdown report, raw results as JSON)."""
+    import datetime
+    import platform
+    import time
+
+    import torch
+    import triton
+
+    from kernels.compile import config_counts, run_jobs
+    t0 = time.time()
+    jobs = matrix(targets, config_counts(), part)
+    print(f"{len(jobs)} compiles, {workers} worker(s); cache in {CACHE_DIR}", flush=True)
+    results = run_jobs(jobs, workers=workers, progress=_progress)
+    took = time.time() - t0
+    cached = sum(r["cached"] for r in results)
+    header = [
+        "# Ahead-of-time compile report: kernels/attention.py", "",
+        f"- command: `{command}`",
+        f"- date {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, "
+        f"triton {triton.__version__}, torch {torch.__version__}, python {platform.python_version()}",
+        f"- machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, no GPU needed; "
+        f"{workers} worker(s); {len(results)} compiles ({cached} from the cache) in {took:.0f} s",
+        "- each kernel is compiled as the model launches it: B=2, H=4, T=1024, q/k/v views of one "
+        "(B, T, H, 3, D) tensor (kernels/compile.py)",
+        "- **compiling is not running**: this shows the kernels build for these GPUs and what they "
+        "cost in registers and shared memory; their numerics and speed on a GPU are unmeasured "
+        "until a GPU runs them",
+    ]
+    before = None
+    if baseline:
+        header.append(f"- before: `{baseline}`")
+        with open(baseline) as f:
+            before = json.load(f)
+    return render(results, header, before), json.dumps(results, indent=0)
