@@ -72,7 +72,7 @@ Limits:
 - any T >= 1 works: ragged tails are masked, not padded.
 
 Autotuning. On a GPU each kernel is autotuned over a few block sizes, keyed on
-(T, D, causal, dtype). The first call at a new sequence length therefore spends a
+(T, D, causal, documents, dtype). The first call at a new sequence length therefore spends a
 few seconds benchmarking; train.py runs every stage length once before its training
 clock starts, so that happens outside the budget. Under TRITON_INTERPRET=1 (CPU tests)
 there is exactly one small config. Inside `with fixed_configs():` every kernel runs its
