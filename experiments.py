@@ -748,7 +748,7 @@ def doc_lengths_text(folder: Path, lengths=(128, 256, 512, 1024)) -> list:
     starts = np.asarray(tokens.docs["train"])
     n = np.diff(np.append(starts, len(tokens.splits["train"])))
     q = np.percentile(n, [10, 25, 50, 75, 90])
-    lines = [f"- Documents (train split, {len(n):,} files, byte tokens incl. the 2-byte separator): "
+    lines = [f"- Documents (train split, {len(n):,} of them, {tokens.tokenizer} tokens incl. the separator): "
              f"mean {n.mean():,.0f}, percentiles 10/25/50/75/90: " + " / ".join(f"{v:,.0f}" for v in q) +
              f", max {n.max():,}; shorter than 1024: {(n < 1024).mean():.0%} of the documents, holding "
              f"{n[n < 1024].sum() / n.sum():.1%} of the tokens."]
@@ -830,7 +830,7 @@ def exp_docmask(args):
         r = summary(out)
         rows[key] = {"val": both_ways(out, args.eval_tokens), "train_s": r["train_s"], "tps": r["tokens"] / r["train_s"]}
     cfg = recorded_config(next(iter(outs.values())))
-    lines = [*docmask_lines(rows, args.seeds, cfg), *doc_lengths_text(prepare.resolve("python-stdlib", "byte")),
+    lines = [*docmask_lines(rows, args.seeds, cfg), *doc_lengths_text(prepare.resolve(cfg["data"], cfg["tokenizer"])),
              f"- Load average at the table's writing (1/5/15 min): {' / '.join(f'{v:.2f}' for v in os.getloadavg())}.",
              f"- GPU (unmeasured): `{DOCMASK_GPU}`."]
     write_text("docmask", "\n".join(lines) + "\n", args)
