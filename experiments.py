@@ -794,8 +794,9 @@ def docmask_lines(rows: dict, seeds: list, cfg: dict) -> list:
               "- Tokens/s, mean over seeds (train tokens / train s): " + ", ".join(
                   f"{a} {'masked' if m else 'unmasked'} {v:,.0f}" for (a, m), v in speed.items()) +
               f"; GrowLength / fixed1024: {speed[('grow', False)] / speed[('fixed1024', False)]:.2f}x unmasked, "
-              f"{speed[('grow', True)] / speed[('fixed1024', True)]:.2f}x masked. On CPU the mask is a dense boolean "
-              "SDPA mask: no work is skipped, so masking costs time here instead of saving it.",
+              f"{speed[('grow', True)] / speed[('fixed1024', True)]:.2f}x masked, under whatever load each run met "
+              "(compare runs made under one load only). On CPU the mask is a dense boolean SDPA mask: no work is "
+              "skipped, so masking costs time here instead of saving it.",
               f"- {cfg['max_tokens']:,} tokens per run, preset {cfg['preset']}, {cfg['tokens_per_step']:,} tokens/step, "
               f"data {cfg['data']} ({cfg['tokenizer']} tokenizer), attn {cfg['attn']}; final checkpoints evaluated "
               "on the same fixed validation windows both ways."]
@@ -831,7 +832,8 @@ def exp_docmask(args):
         rows[key] = {"val": both_ways(out, args.eval_tokens), "train_s": r["train_s"], "tps": r["tokens"] / r["train_s"]}
     cfg = recorded_config(next(iter(outs.values())))
     lines = [*docmask_lines(rows, args.seeds, cfg), *doc_lengths_text(prepare.resolve(cfg["data"], cfg["tokenizer"])),
-             f"- Load average at the table's writing (1/5/15 min): {' / '.join(f'{v:.2f}' for v in os.getloadavg())}.",
+             f"- Load average when this table was written, not during the runs (1/5/15 min): "
+             f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())}.",
              f"- GPU (unmeasured): `{DOCMASK_GPU}`."]
     write_text("docmask", "\n".join(lines) + "\n", args)
     _, fig_dir = results_place("docmask", args)
