@@ -466,6 +466,8 @@ def bench_compile(args):
         raise BenchError(f"--baseline {args.baseline}: no such file")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "compile.md")
     _check_out(out)
+    if out.suffix == ".json":
+        raise BenchError(f"--out {out}: the raw results go beside the report as .json; name a .md file")
     text, raw = compile_report.run(args.targets, args.jobs, args.part, args.baseline,
                                    command="python bench.py " + " ".join(args.argv))
     with atomic_write(out, "w") as f:

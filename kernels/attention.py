@@ -147,15 +147,15 @@ def _configs(gpu, interpret):
 # The interpreter configs keep the two block sizes different on purpose, so the CPU
 # tests exercise that sub-stepping of the diagonal, as the GPU configs do.
 # The first config of each list is the one `fixed_configs()` runs.
-#
 # Registers. A program's fp32 accumulators (acc, or dk and dv) and score tiles live in
-# registers, spread over its 32 * num_warps threads, 255 registers each at most; what does
-# not fit spills to local memory, read back on every key step. So tiles of 128 rows get 8
-# warps, and a config that still spills on some GPU names where as `skip`:
-# {(compute capability major, HEAD_DIM)}; the autotuner never times it there (_skip_spilling).
-# 8 stands for sm_80/86/89 (the same register file), 9 for sm_90. Measured ahead of time with
-# `python bench.py compile` (results/compile.md; triton 3.7.1, ptxas -v, bf16). A config over
-# a GPU's shared memory needs no entry: Triton's autotuner skips it (OutOfResources).
+# registers over its 32 * num_warps threads, 255 each at most; what does not fit spills to
+# local memory, reread at every key step. So 128-wide tiles get 8 warps, and a config that
+# still spills names where in `skip`, {(compute capability major, HEAD_DIM)} (8: sm_80/86/89,
+# 9: sm_90): the autotuner never times it there (_skip_spilling). Measured with `python bench.py
+# compile` (results/compile.md; triton 3.7.1, ptxas -v, bf16). A config over a GPU's shared
+# memory Triton's autotuner skips itself (OutOfResources). fp32 inputs (IEEE dots without
+# tensor cores, meant for checking, not speed) spill from D=32 on, and at D=128 the forward
+# needs 176 KiB of shared memory, over sm_8x's 163/99 KiB (results/compile.md): a known limit.
 _FWD_GPU = [
     (64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 8, 4),
     (128, 64, 4, 3, {(8, 64), (8, 128), (9, 128)}),  # kept for sm_90 at D=64 (251 registers)
@@ -690,8 +690,10 @@ def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale, docs=None):
     flags = _dot_flags(q.dtype)
 
     delta = _empty((B, H, T), torch.float32, q.device)
-    _launch(_attn_bwd_delta, (triton.cdiv(T, _DELTA_BLOCK), B * H),
-            o, do, delta, *_bht(o), *_bht(do), H, T, HEAD_DIM=D, BLOCK_M=_DELTA_BLOCK)
+    # Half the rows at D=128: 64 rows of o and dO in fp32 spill 8 bytes (results/compile.md).
+    rows = _DELTA_BLOCK if D < 128 else _DELTA_BLOCK // 2
+    _launch(_attn_bwd_delta, (triton.cdiv(T, rows), B * H),
+            o, do, delta, *_bht(o), *_bht(do), H, T, HEAD_DIM=D, BLOCK_M=rows)
 
     dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
     (starts, ends, stride_docb), has_docs = _doc_args(docs, delta)

@@ -1,6 +1,6 @@
 """Compile the attention kernels ahead of time for GPUs this machine does not have.
 
-    python bench.py compile [--targets 80,90] [--out REPORT.md]     (the report: bench_compile.py)
+    python bench.py compile [--targets 80,90] [--out REPORT.md]   (matrix and report: compile_report.py)
 
 Triton needs no GPU to compile: `triton.compile(ASTSource(...), target=GPUTarget("cuda", 90,
 32))` lowers a kernel to PTX and runs the `ptxas` shipped in the triton wheel to make a cubin.
@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -122,10 +123,14 @@ def describe(config, kwargs):
 
 def _compile_inputs(job):
     """(fn, signature, constexprs, attrs, options, target, description, pruned) for a job, via
-    Triton's own binder: the specialisation a GPU launch with these arguments would make."""
+    Triton's own binder: the specialisation a GPU launch with these arguments would make.
+    The binder and `_pack_args` are Triton internals (as of the pinned 3.7.1): should they
+    move, every compile fails with the error, rather than guessing a signature."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
+
+    from kernels import attention
 
     kernel, args, kwargs = launches(job["dtype"], job["head_dim"], job["causal"],
                                     docs=job.get("docs", False))[job["kernel"]]
@@ -139,7 +144,6 @@ def _compile_inputs(job):
     bound, specialization, opts = binder(*args, **launch_kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, launch_kwargs, bound,
                                                           specialization, opts)
-    from kernels import attention
     # Whether the kernel's own prune (attention._skip_spilling) keeps it from the autotuner there.
     skipped = attention.spills(job["kernel"], config, job["head_dim"], job["target"] // 10)
     return fn, signature, constexprs, attrs, options, target, describe(config, kwargs), skipped
@@ -147,7 +151,6 @@ def _compile_inputs(job):
 
 def _ptxas_log(ptx, capability):
     """`ptxas -v`'s report on the PTX, with the flags Triton's own ptxas call uses."""
-    import tempfile
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")
@@ -248,32 +251,39 @@ def _worker_env(cache_dir, env):
 
 def run_jobs(jobs, workers=1, cache_dir=CACHE_DIR, progress=None, env=None):
     """Compile jobs in `workers` subprocesses -> results in job order. progress(i, n, result)
-    is called as each finishes. env: extra environment for the workers (e.g. TRITON_CACHE_DIR)."""
+    is called as each finishes. env: extra environment for the workers (e.g. TRITON_CACHE_DIR).
+    Each worker takes the next job when it is free: compile times range from 1 s to minutes."""
     worker_env = _worker_env(cache_dir, env)
     results, lock, errors = [None] * len(jobs), threading.Lock(), []
-    done = [0]
+    todo = iter(range(len(jobs)))
 
-    def serve(indices):
+    def serve():
+        log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty worker cannot block on it
         proc = subprocess.Popen([sys.executable, "-m", "kernels.compile", "--worker"], cwd=_ROOT,
                                 env=worker_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        proc.stdin.write("".join(json.dumps(jobs[i]) + "\n" for i in indices))
-        proc.stdin.close()
-        for i in indices:
+                                stderr=log, text=True)
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                break
+            proc.stdin.write(json.dumps(jobs[i]) + "\n")
+            proc.stdin.flush()
             line = proc.stdout.readline()
             if not line:
                 break
             with lock:
                 results[i] = json.loads(line)
-                done[0] += 1
                 if progress:
-                    progress(done[0], len(jobs), results[i])
-        stderr = proc.stderr.read()
-        if proc.wait() != 0:
-            errors.append(stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}")
+                    progress(sum(r is not None for r in results), len(jobs), results[i])
+        proc.stdin.close()
+        code = proc.wait()
+        log.seek(0)
+        stderr = log.read()
+        if code != 0:
+            errors.append(stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}")
 
-    threads = [threading.Thread(target=serve, args=(list(range(w, len(jobs), workers)),))
-               for w in range(min(workers, len(jobs)))]
+    threads = [threading.Thread(target=serve) for _ in range(min(workers, len(jobs)))]
     for t in threads:
         t.start()
     for t in threads:

@@ -43,7 +43,7 @@ def _cell(r):
         return "–"
     if not r["ok"]:
         return f"**fails** ({r['error']})"
-    spill = r["spill_store"] + r["spill_load"]
+    spill = _spill(r)
     tc = {"wgmma.mma_async": "wgmma", "tcgen05.mma": "tcgen05", "mma.sync": "mma.sync"}
     tcs = ",".join(tc[t] for t in r["tensor_cores"]) or "no TC"
     flag = " ⚠" if spill or r["shared"] > TARGETS[r["target"]][1] else ""
@@ -56,56 +56,80 @@ def _key(r, *fields):
 
 
 def summary_rows(results):
-    """[(target, kernel, 'ok/n', max shared KiB, worst spill bytes)] over every compile."""
+    """[(target, kernel, 'ok/n', max shared KiB, worst spill bytes of a config the autotuner may
+    pick there, the same at fp32)]: bf16/fp16 and fp32 apart, fp32 being for checking only."""
+    def worst(rs, key):
+        return max((key(r) for r in rs), default=0)
     rows = []
     for t in sorted({r["target"] for r in results}):
         for k in KERNELS:
             rs = [r for r in results if r["target"] == t and r["kernel"] == k]
-            ok = [r for r in rs if r["ok"]]
+            ok = [r for r in rs if r["ok"] and not r.get("pruned")]
+            half, fp32 = ([r for r in ok if (r["dtype"] == "float32") == f] for f in (False, True))
             if rs:
-                rows.append((t, k, f"{len(ok)}/{len(rs)}",
-                             max((r["shared"] for r in ok), default=0) / 1024,
-                             max((r["spill_store"] + r["spill_load"] for r in ok), default=0)))
+                rows.append((t, k, f"{sum(r['ok'] for r in rs)}/{len(rs)}",
+                             worst(half, lambda r: r["shared"]) / 1024, worst(fp32, lambda r: r["shared"]) / 1024,
+                             worst(half, _spill), worst(fp32, _spill)))
     return rows
+
+
+def _spill(r):
+    return r["spill_store"] + r["spill_load"]
+
+
+def _per_config(results):
+    """{(kernel, D, config description): {target: result}} of the every-config part, in order."""
+    rows = {}
+    for r in sorted(results, key=lambda r: (KERNELS.index(r["kernel"]), r["head_dim"], r["config"])):
+        if (r["dtype"] == "bfloat16" and r["causal"] and not r.get("docs") and r["target"] in CONFIG_TARGETS
+                and r["head_dim"] in CONFIG_HEAD_DIMS):
+            rows.setdefault(_key(r, "kernel", "head_dim", "config_desc"), {})[r["target"]] = r
+    return rows
+
+
+def _per_config_table(results, baseline):
+    """Every config at bf16, causal, per target; with a baseline, its numbers beside (a config
+    only the baseline has is listed after, as removed)."""
+    now, before = _per_config(results), _per_config(baseline or [])
+    if not now:
+        return []
+    targets = sorted({t for by_target in now.values() for t in by_target})
+    cols = [f"sm_{t}" + (f" | sm_{t} before" if baseline else "") for t in targets]
+    out = ["", "## Every autotune config, bf16, causal", "",
+           "Cell: registers per thread, spill bytes (store + load) from `ptxas -v`, shared memory, "
+           "tensor-core instructions in the PTX; ⚠ marks a spill or a block over the target's shared "
+           "memory. *Pruned*: the autotuner never times it on that target (listed as spilling beside "
+           "the config in kernels/attention.py)." + (" *Before*: the baseline run named above; "
+                                                      "*removed*: no longer in the list." if baseline else ""),
+           "", "| kernel | D | config | " + " | ".join(cols) + " |",
+           "|---|---|---|" + "---|" * (len(targets) * (2 if baseline else 1))]
+    keys = list(now) + sorted((k for k in before if k not in now),
+                              key=lambda k: (KERNELS.index(k[0]), k[1]))
+    for key in keys:
+        cells = []
+        for t in targets:
+            r = now.get(key, {}).get(t)
+            cells.append(_cell(r) + (" — *pruned here*" if r and r.get("pruned") else "")
+                         if key in now else "*removed*")
+            if baseline:
+                cells.append(_cell(before.get(key, {}).get(t)))
+        out.append(f"| `{key[0]}` | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return out
 
 
 def render(results, header, baseline=None):
     """The markdown report. baseline: an earlier run's results (JSON), shown as 'before'."""
     out = list(header)
     out += ["", "## Summary: target x kernel (every compile below)", "",
-            "| target | kernel | compiled | max shared memory | worst spills (store + load) |",
-            "|---|---|---|---|---|"]
-    for t, k, ok, smem, spill in summary_rows(results):
-        out.append(f"| sm_{t} ({TARGETS[t][0]}) | `{k}` | {ok} | {smem:.0f} KiB "
-                   f"(limit {TARGETS[t][1] // 1024}) | {spill} B |")
+            "Over the configs the autotuner may pick there (pruned ones left out); bf16 and fp16 "
+            "apart from fp32, which is for checking (IEEE dots without tensor cores).", "",
+            "| target | kernel | compiled | max shared memory, bf16/fp16 · fp32 (limit) "
+            "| worst spills (store + load), bf16/fp16 · fp32 |", "|---|---|---|---|---|"]
+    for t, k, ok, smem, smem32, spill, spill32 in summary_rows(results):
+        out.append(f"| sm_{t} ({TARGETS[t][0]}) | `{k}` | {ok} | {smem:.0f} · {smem32:.0f} KiB "
+                   f"({TARGETS[t][1] // 1024}) | {spill} · {spill32} B |")
 
-    per_config = [r for r in results if r["dtype"] == "bfloat16" and r["causal"] and not r.get("docs")
-                  and r["target"] in CONFIG_TARGETS and r["head_dim"] in CONFIG_HEAD_DIMS]
-    if per_config:
-        before = {_key(r, "kernel", "target", "head_dim", "config_desc"): r
-                  for r in baseline or [] if r["dtype"] == "bfloat16" and r["causal"]}
-        targets = sorted({r["target"] for r in per_config})
-        out += ["", "## Every autotune config, bf16, causal", "",
-                "Cell: registers per thread, spill bytes (store + load) from `ptxas -v`, shared "
-                "memory, tensor-core instructions in the PTX; ⚠ marks a spill or a block over the "
-                "target's shared memory. *Pruned*: the autotuner never times it on that target "
-                "(listed as spilling beside the config in kernels/attention.py)." + (" *Before*: the baseline run named above." if baseline else ""),
-                "", "| kernel | D | config | " + " | ".join(
-                    f"sm_{t}" + (f" | sm_{t} before" if baseline else "") for t in targets) + " |",
-                "|---|---|---|" + "---|" * (len(targets) * (2 if baseline else 1))]
-        rows = {}
-        for r in per_config:
-            rows.setdefault(_key(r, "kernel", "head_dim", "config"), {})[r["target"]] = r
-        for (k, d, _), by_target in sorted(rows.items(), key=lambda kv: (KERNELS.index(kv[0][0]), kv[0][1:])):
-            desc = next(iter(by_target.values()))["config_desc"]
-            cells = []
-            for t in targets:
-                r = by_target.get(t)
-                pruned = " — *pruned here*" if r and r.get("pruned") else ""
-                cells.append(_cell(r) + pruned)
-                if baseline:
-                    cells.append(_cell(before.get((k, t, d, desc))))
-            out.append(f"| `{k}` | {d} | {desc} | " + " | ".join(cells) + " |")
+    out += _per_config_table(results, baseline)
 
     first = [r for r in results if r["config"] == 0]
     out += ["", "## First config, every dtype x D x causal", "",
