@@ -32,7 +32,8 @@ def matrix(targets, counts, part="all"):
                  for k in KERNELS for i in range(counts[k])]
     if part in ("all", "first"):
         jobs += [_job(k, t, dt, d, c, 0, docs) for t in targets for dt in DTYPES for d in HEAD_DIMS
-                 for c, docs in ((True, False), (False, False), (True, True)) for k in KERNELS]
+                 for c, docs in ((True, False), (False, False), (True, True)) for k in KERNELS
+                 if not (docs and k == "_attn_bwd_delta")]   # delta takes no documents
     unique = {json.dumps(j, sort_keys=True): j for j in jobs}
     return list(unique.values())
 
