@@ -8,6 +8,7 @@
     python experiments.py switch        # RoPE at the stage switch: none / pi / ntk / yarn, loss jump, 2 seeds
     python experiments.py extend-context  # a 128-token checkpoint extended to 1024: directly or grown, +/- NTK
     python experiments.py long          # GPU: 1024..16384 vs fixed 16384, same time (--scale cpu: toy sizes)
+    python experiments.py docmask       # GrowLength and fixed 1024, each with and without --doc-mask, equal tokens
     python experiments.py all
 
 Runs go to runs/exp/<experiment>/<name>-s<seed>/. A run is reused only if the config it
@@ -100,6 +101,9 @@ class Stopped(Exception):
 
 IGNORED = ("out", "resume", "stop_at_step", "threads")   # about one invocation of train.py, not the run
 FILLED_BY_TRAIN = ("budget", "attn")          # not given: train.py chooses, and records its choice
+# Flags added after runs were published: a run recorded before one existed ran as its default does
+# (attention across documents), so it is that run, and is reused rather than run again.
+LATER_FLAGS = {"doc_mask": False, "eval_doc_mask": "auto"}
 
 
 def recorded_config(folder: Path):
@@ -109,10 +113,11 @@ def recorded_config(folder: Path):
             first = json.loads(f.readline())
     except (OSError, ValueError):
         return None
-    names = {f.name for f in fields(TrainConfig)} - set(IGNORED)    # a run recorded before --threads existed counts
-    if not isinstance(first, dict) or first.get("kind") != "config" or not names <= set(first):
+    names = {f.name for f in fields(TrainConfig)} - set(IGNORED)
+    if not isinstance(first, dict) or first.get("kind") != "config":
         return None
-    return first
+    first = {**LATER_FLAGS, **first}
+    return first if names <= set(first) else None
 
 
 def config_difference(want: TrainConfig, got: dict) -> list:
@@ -733,11 +738,151 @@ def exp_long(args):
 
 
 
+# `docmask` (issue 29): does GrowLength's gain survive attention masked at document boundaries? With the
+# mask, a long window over short documents is mostly short attention already, which is what GrowLength
+# buys by scheduling. A corpus of documents shorter than the longest window: the standard library, by file.
+DOCMASK_DATA = ["--data", "python-stdlib", "--tokenizer", "byte"]
+DOCMASK_ARMS = {"grow": ["--schedule", GROW], "fixed1024": ["--schedule", "1024"]}
+DOCMASK_EVAL = (64, 128, 256, 512, 1024, 2048)
+# The GPU run, where the kernel's block skipping turns the mask into saved time (unmeasured so far).
+DOCMASK_GPU = ("python experiments.py docmask --max-tokens 200000000 --seeds 1,2 --extra \"--preset pythia-70m "
+               "--tokenizer gpt2 --tokens-per-step 65536\"")
+
+
+def docmask_flags(name, masked, args):
+    # 2048 tokens/step, the CPU default (results/tune.md); evals during training at 1024 only, rarely
+    return [*DOCMASK_ARMS[name], *DOCMASK_DATA, "--max-tokens", str(args.max_tokens), "--tokens-per-step", "2048",
+            "--eval-lengths", "1024", "--eval-interval", "120", *(["--doc-mask"] if masked else [])]
+
+
+@torch.no_grad()
+def both_ways(out: Path, eval_tokens: int) -> dict:
+    """A finished run's checkpoint at DOCMASK_EVAL, scored without and with the document mask ->
+    {"unmasked": {T: loss}, "masked": {...}}; kept in docmask_val.json for the same eval_tokens."""
+    path = out / "docmask_val.json"
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = None
+    if isinstance(kept, dict) and kept.get("eval_tokens") == eval_tokens:
+        return kept["loss"]
+    model, data = trained(out)
+    off = torch.autocast("cpu", enabled=False)
+    losses = {way: train.evaluate(model, data, DOCMASK_EVAL, eval_tokens, "cpu", off, masked=way == "masked")
+              for way in ("unmasked", "masked")}
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps({"eval_tokens": eval_tokens, "loss": losses}))
+    return losses
+
+
+def doc_lengths_text(folder: Path, lengths=(128, 256, 512, 1024)) -> list:
+    """The corpus's document lengths (tokens, separator included), and what share of the causal
+    query-key pairs of a window the mask keeps, measured on 256 random train windows per length."""
+    import numpy as np
+    import data as datalib
+    tokens = datalib.TokenData(folder)
+    starts = np.asarray(tokens.docs["train"])
+    n = np.diff(np.append(starts, len(tokens.splits["train"])))
+    q = np.percentile(n, [10, 25, 50, 75, 90])
+    lines = [f"- Documents (train split, {len(n):,} of them, {tokens.tokenizer} tokens incl. the separator): "
+             f"mean {n.mean():,.0f}, percentiles 10/25/50/75/90: " + " / ".join(f"{v:,.0f}" for v in q) +
+             f", max {n.max():,}; shorter than 1024: {(n < 1024).mean():.0%} of the documents, holding "
+             f"{n[n < 1024].sum() / n.sum():.1%} of the tokens."]
+    gen, kept = torch.Generator().manual_seed(0), []
+    for T in lengths:
+        *_, d = tokens.get_batch("train", 256, T, gen, docs=True)
+        kept.append(f"T={T} {((torch.arange(T) - d + 1).sum() / (256 * T * (T + 1) / 2)).item():.0%}")
+    lines.append("- Causal query-key pairs the mask keeps (the attention work left, were masked blocks skipped), "
+                 "mean over 256 random windows: " + ", ".join(kept) + ".")
+    return lines
+
+
+def docmask_lines(rows: dict, seeds: list, cfg: dict) -> list:
+    """What the docmask table says. rows: (arm, masked, seed) -> {"val": both_ways, "tps", "train_s"}."""
+    def mean(vals):
+        return sum(vals) / len(vals)
+    ways = ("unmasked", "masked")
+    lines = ["| arm | trained | tokens/s | train s | " + " | ".join(f"{w[:1]}@{T}" for w in ways for T in DOCMASK_EVAL) + " |",
+             "|---|---|---|---|" + "---|" * (2 * len(DOCMASK_EVAL))]
+    for (arm, masked, seed), r in rows.items():
+        lines.append(f"| {arm}-s{seed} | {'masked' if masked else 'unmasked'} | {r['tps']:,.0f} | {r['train_s']:.0f} | " +
+                     " | ".join(f"{r['val'][w][str(T)]:.4f}" for w in ways for T in DOCMASK_EVAL) + " |")
+    lines += ["", "u@T / m@T: validation loss (nats/byte) at context T scored without / with the document mask.", "",
+              f"GrowLength's advantage, fixed1024 minus grow (positive: GrowLength lower), mean over seeds {seeds} "
+              "(± half-range):", "", "| trained | scored | " + " | ".join(f"@{T}" for T in DOCMASK_EVAL) + " |",
+              "|---|---|" + "---|" * len(DOCMASK_EVAL)]
+    gap = {}
+    for masked in (False, True):
+        for w in ways:
+            cells = []
+            for T in DOCMASK_EVAL:
+                d = [rows[("fixed1024", masked, s)]["val"][w][str(T)] - rows[("grow", masked, s)]["val"][w][str(T)]
+                     for s in seeds]
+                gap[(masked, w, T)] = mean(d)
+                cells.append(spread(d))
+            lines.append(f"| {'masked' if masked else 'unmasked'} | {w} | " + " | ".join(cells) + " |")
+    speed = {(a, m): mean([rows[(a, m, s)]["tps"] for s in seeds]) for a in DOCMASK_ARMS for m in (False, True)}
+    before, after = gap[(False, "unmasked", 1024)], gap[(True, "masked", 1024)]
+    change = "grows" if after > before * 1.1 else "shrinks" if after < before * 0.9 else "stays about the same"
+    lines += ["", f"- At 1024, each as trained: GrowLength's advantage is {before:+.4f} unmasked and {after:+.4f} "
+              f"masked: it {change} under masking ({after - before:+.4f}, {after / before:.0%} of the unmasked gap)."
+              if before else "",
+              "- Tokens/s, mean over seeds (train tokens / train s): " + ", ".join(
+                  f"{a} {'masked' if m else 'unmasked'} {v:,.0f}" for (a, m), v in speed.items()) +
+              f"; GrowLength / fixed1024: {speed[('grow', False)] / speed[('fixed1024', False)]:.2f}x unmasked, "
+              f"{speed[('grow', True)] / speed[('fixed1024', True)]:.2f}x masked, under whatever load each run met "
+              "(compare runs made under one load only). On CPU the mask is a dense boolean SDPA mask: no work is "
+              "skipped, so masking costs time here instead of saving it.",
+              f"- {cfg['max_tokens']:,} tokens per run, preset {cfg['preset']}, {cfg['tokens_per_step']:,} tokens/step, "
+              f"data {cfg['data']} ({cfg['tokenizer']} tokenizer), attn {cfg['attn']}; final checkpoints evaluated "
+              "on the same fixed validation windows both ways."]
+    return [line for line in lines if line]
+
+
+def docmask_figure(rows: dict, seeds: list, path: Path):
+    """Validation loss by context, scored without and with the mask, one line per arm (mean over seeds)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, way in zip(axes, ("unmasked", "masked")):
+        for i, (arm, masked) in enumerate((a, m) for a in DOCMASK_ARMS for m in (False, True)):
+            ys = [sum(rows[(arm, masked, s)]["val"][way][str(T)] for s in seeds) / len(seeds) for T in DOCMASK_EVAL]
+            ax.plot(DOCMASK_EVAL, ys, "o-" if masked else "s--", color=f"C{i}", ms=3,
+                    label=f"{arm}, trained {'masked' if masked else 'unmasked'}")
+        ax.set_xscale("log", base=2)
+        ax.set(title=f"scored {way}", xlabel="evaluation context (tokens)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("val loss (nats/byte)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Document masking and GrowLength: python-stdlib by file, byte tokens, equal tokens", fontsize=10)
+    fig.tight_layout()
+    plot.save(fig, path)
+
+
+def exp_docmask(args):
+    outs = {(arm, masked, s): run_arm("docmask", f"{arm}-{'masked' if masked else 'plain'}", s,
+                                      docmask_flags(arm, masked, args), args)
+            for s in args.seeds for arm in DOCMASK_ARMS for masked in (False, True)}
+    rows = {}
+    for key, out in outs.items():
+        r = summary(out)
+        rows[key] = {"val": both_ways(out, args.eval_tokens), "train_s": r["train_s"], "tps": r["tokens"] / r["train_s"]}
+    cfg = recorded_config(next(iter(outs.values())))
+    lines = [*docmask_lines(rows, args.seeds, cfg), *doc_lengths_text(prepare.resolve(cfg["data"], cfg["tokenizer"])),
+             f"- Load average when this table was written, not during the runs (1/5/15 min): "
+             f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())}.",
+             f"- GPU (unmeasured): `{DOCMASK_GPU}`."]
+    write_text("docmask", "\n".join(lines) + "\n", args)
+    _, fig_dir = results_place("docmask", args)
+    plot.make_out(fig_dir)
+    docmask_figure(rows, args.seeds, fig_dir / "val_vs_context.png")
+    return list(outs.values())
+
+
 # To add an experiment: a function that calls run_arm for each of its runs, then write_table
 # and figures; then a line here.
 EXPERIMENTS = {"wallclock": exp_wallclock, "tokens": exp_tokens, "sizes": exp_sizes, "ratios": exp_ratios,
                "extension": exp_extension, "switch": exp_switch, "extend-context": exp_extend_context,
-               "long": exp_long}
+               "long": exp_long, "docmask": exp_docmask}
 
 
 # ----------------------------------------------------------------------------- command line

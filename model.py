@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels.reference import attention_ref
+from kernels.reference import attention_ref, doc_mask
 
 ATTN_BACKENDS = ("triton", "sdpa", "naive")
 
@@ -201,15 +201,19 @@ def apply_rope(x, cos, sin):
     return torch.cat((x_rot, x_pass), dim=-1)
 
 
-def attention(q, k, v, backend: str):
-    """Causal attention of (B, nh, T, hs) q, k, v (any strides) -> (B, nh, T, hs)."""
+def attention(q, k, v, backend: str, docs=None):
+    """Causal attention of (B, nh, T, hs) q, k, v (any strides) -> (B, nh, T, hs). docs (--doc-mask): (B, T)
+    document starts in the window (data.doc_starts); query t then sees keys docs[t] .. t only, as in Llama 3.
+    Positions stay: a RoPE score depends on t - j alone, so restarting them per document computes the same."""
     if backend == "sdpa":
+        if docs is not None:   # a (B, 1, T, T) boolean mask; FlexAttention measured slower on CPU (results/docmask.md)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=doc_mask(docs))
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if backend == "naive":   # the readable reference: (T, T) scores and all
-        return attention_ref(q, k, v, causal=True)
+        return attention_ref(q, k, v, causal=True, doc_starts=docs)
     if backend == "triton":
         from kernels.attention import flash_attention   # imported late: Triton is optional off-CUDA
-        return flash_attention(q, k, v, causal=True)
+        return flash_attention(q, k, v, causal=True, doc_starts=docs)
     raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTN_BACKENDS}")
 
 
@@ -235,10 +239,10 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rope(qk, cos, sin).unbind(3)                          # (B, t, nh, hs) each
         return q.transpose(1, 2), k.transpose(1, 2), v.squeeze(3).transpose(1, 2)
 
-    def forward(self, x):
+    def forward(self, x, docs=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x)                                              # (B, nh, T, hs) each
-        y = attention(q, k, v, self.cfg.attn)                              # (B, nh, T, hs)
+        y = attention(q, k, v, self.cfg.attn, docs)                        # (B, nh, T, hs)
         # The Triton kernel writes y as (B, T, nh, hs) in memory, so this reshape is a free
         # view there; for the other backends it may copy.
         y = y.transpose(1, 2).reshape(B, T, C)                             # (B, T, C)
@@ -290,10 +294,10 @@ class Block(nn.Module):
         self.attention = CausalSelfAttention(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x):
+    def forward(self, x, docs=None):
         if self.parallel:   # GPT-NeoX / Pythia: both branches read the same x
-            return x + self.attention(self.input_layernorm(x)) + self.mlp(self.post_attention_layernorm(x))
-        x = x + self.attention(self.input_layernorm(x))
+            return x + self.attention(self.input_layernorm(x), docs) + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.attention(self.input_layernorm(x), docs)
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def forward_cached(self, x, kv, pos: int):
@@ -415,12 +419,13 @@ class GPT(nn.Module):
             raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTN_BACKENDS}")
         self.cfg.attn = backend
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, docs=None):
         """idx (B, T) token ids. Without targets: (logits (B, T, vocab), None). With targets
-        (B, T): (None, mean cross-entropy): the full logits are never built (see the loss)."""
+        (B, T): (None, mean cross-entropy): the full logits are never built (see the loss).
+        docs (B, T): each position's document start in the window, to mask across documents."""
         x = self.embed_in(idx)                                  # (B, T, C)
         for block in self.layers:
-            x = block(x)
+            x = block(x, docs)
         x = self.final_layer_norm(x)
         if targets is None:
             return self.embed_out(x), None                      # (B, T, vocab)

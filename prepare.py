@@ -11,11 +11,13 @@ train.py's --data goes through resolve(): a built-in corpus name or a text file 
 on first use (and again when its inputs change); a prepared folder is used as it is.
 """
 import harness.boot  # first: a Ctrl-C during the imports below is one line
+import array
 import codecs
 import ctypes
 import fcntl
 import gzip
 import hashlib
+import itertools
 import json
 import math
 import multiprocessing
@@ -47,6 +49,11 @@ DATA_DIR = ROOT / "data"
 # shakespeare: data/shakespeare.txt.gz, public domain (see data/README.md); python-stdlib: this Python's .py files
 BUILTIN_CORPORA = ("shakespeare", "python-stdlib")
 FORMAT = 2                           # meta.json layout; folders of an older format are re-prepared
+# Document starts (train.docs.npy, val.docs.npy) came after format 2 and change no token, so they
+# are not a new format (that would change every fingerprint, and refuse every --resume): they
+# are part of the source key instead, so a folder prepared before them is prepared again.
+DOC_INDEX = 1
+PLAY_BREAK = b"\n\n\n"              # in shakespeare.txt.gz only between plays (data/README.md)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -80,10 +87,12 @@ def stdlib_files() -> list:
     return sorted(files, key=lambda p: p.relative_to(lib).as_posix())
 
 
-def source_key(files, tokenizer: str, options: dict) -> str:
+def source_key(files, tokenizer: str, options: dict, doc_break: bytes | None = None) -> str:
     """Identity of what a preparation would read: resolved paths, sizes, mtimes + settings.
     Cheap (no reading), so resolve() can tell at every start whether a cache is stale."""
-    h = hashlib.sha256(json.dumps([FORMAT, tokenizer, options]).encode())
+    h = hashlib.sha256(json.dumps([FORMAT, DOC_INDEX, tokenizer, options]).encode())
+    if doc_break:
+        h.update(doc_break)
     for p in files:
         st = p.stat()
         h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -135,6 +144,7 @@ class Piece:
     data: object                     # str for text tokenizers, bytes for the byte tokenizer
     first: bool
     split: str = "train"
+    joined: bool = False             # a document start inside a file (doc_break): no separator added
 
 
 # GPT-2's pre-tokenizer never joins a non-space to the whitespace after it, nor " " or "\n" to
@@ -260,9 +270,10 @@ def _is_utf8(path: Path) -> bool:
 
 
 def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", skip_bad=False,
-                bad_utf8="replace"):
+                bad_utf8="replace", doc_break: bytes | None = None):
     """Every document of every file, in order, as Pieces. Documents: a whole text file, or one
-    jsonl line. Empty documents are dropped. bad_utf8: see BAD_UTF8 (a text file to skip is
+    jsonl line; with doc_break, a text file is several, one after each occurrence of it.
+    Empty documents are dropped. bad_utf8: see BAD_UTF8 (a text file to skip is
     read once more first, whole: its first pieces must not have been tokenized already)."""
     for path in files:
         stats.files += 1
@@ -277,13 +288,37 @@ def read_pieces(files, tok, stats: Stats, content_hash, *, text_field="text", sk
             stats.bad_utf8_documents += 1
             continue
         blocks = _counted(path, _blocks(path, content_hash), stats)
-        pieces = blocks if tok.takes_bytes else _text_pieces(path, blocks, bad_utf8, stats)
-        first = True
-        for piece in pieces:
-            if first:
-                stats.documents += 1
-            yield Piece(piece, first)
-            first = False
+        for n, doc in itertools.groupby(_split_at(blocks, doc_break), key=lambda part: part[0]):
+            doc = (block for _, block in doc)
+            pieces = doc if tok.takes_bytes else _text_pieces(path, doc, bad_utf8, stats)
+            first = True
+            for piece in pieces:
+                if first:
+                    stats.documents += 1
+                yield Piece(piece, first, joined=n > 0)
+                first = False
+
+
+def _split_at(blocks, mark: bytes | None):
+    """(document number, bytes) of a file read in blocks: a new document after each `mark`. The
+    mark ends its document, so the pieces hold the file's bytes unchanged: the byte tokenizer's
+    tokens are the file's; GPT-2's too for PLAY_BREAK where, as in Shakespeare's file, no longer
+    run of newlines holds it (tested). UTF-8-safe for an ASCII mark."""
+    if not mark:
+        yield from ((0, block) for block in blocks)
+        return
+    n, carry = 0, b""
+    for block in blocks:
+        *docs, carry = (carry + block).split(mark)
+        for doc in docs:
+            yield n, doc + mark
+            n += 1
+        keep = len(carry) - len(mark) + 1      # a mark may begin in this block's last bytes
+        if keep > 0:
+            yield n, carry[:keep]
+            carry = carry[keep:]
+    if carry:
+        yield n, carry
 
 
 def _counted(path, blocks, stats: Stats):
@@ -554,7 +589,7 @@ def check_output(out_dir: Path, key: str, force: bool) -> bool:
     names = {p.name for p in out_dir.iterdir()}
     if not names:
         return False
-    if not names <= {"meta.json", "train.bin", "val.bin"}:
+    if not names <= {"meta.json", "train.bin", "val.bin", "train.docs.npy", "val.docs.npy"}:
         raise DataError(f"--out {out_dir} holds other files ({', '.join(sorted(names)[:3])}...); "
                         f"choose a new or empty folder")
     try:
@@ -574,11 +609,15 @@ def _write_meta(path: Path, meta: dict):
         f.write(json.dumps(meta, indent=1))
 
 
-def _split_tail(train_f, val_f, dtype, val_fraction: float, stats: Stats):
+def _split_tail(train_f, val_f, dtype, val_fraction: float, stats: Stats, starts: dict):
     """Move the last val_fraction of the token stream from train to val (a corpus of one or a
-    few documents, which a hash cannot split fairly), a block at a time."""
+    few documents, which a hash cannot split fairly), a block at a time; the document starts
+    with it (val's first token starts a document: nothing before it is in its split)."""
     n = stats.tokens["train"]
     cut = n - int(n * val_fraction)
+    train = np.asarray(starts["train"], dtype=np.int64)
+    starts["val"] = np.unique(np.concatenate([[0], train[train >= cut] - cut]))
+    starts["train"] = train[train < cut]
     train_f.flush()
     train_f.seek(cut * dtype.itemsize)
     while block := train_f.read(BLOCK):
@@ -587,9 +626,11 @@ def _split_tail(train_f, val_f, dtype, val_fraction: float, stats: Stats):
     stats.tokens = {"train": cut, "val": n - cut}
 
 
-def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, workers, batch_bytes):
+def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, workers, batch_bytes, starts):
     """Append each piece's ids to its split's file; the separator goes before every document
-    but the first of its split."""
+    but the first of its split (and one of a file's own documents: doc_break). Each document's
+    first token's offset is appended to starts[split]: recorded, since no token marks it (the
+    byte tokenizer's separator, a blank line, is in any text)."""
     dtype = token_dtype(tok.vocab_size)
     separator = np.asarray(tok.separator, dtype=dtype)
     # closing(): on an error here (a full disk) the worker pool stops now, not when the
@@ -598,9 +639,11 @@ def _write_tokens(pieces, tok, files_out, stats: Stats, progress: Progress, work
     with closing(tokenized(pieces, tok, dtype, workers, batch_bytes, stats)) as stream:
         for piece, ids in stream:
             f = files_out[piece.split]
-            if piece.first and stats.tokens[piece.split]:
+            if piece.first and stats.tokens[piece.split] and not piece.joined:
                 f.write(separator.tobytes())
                 stats.tokens[piece.split] += len(separator)
+            if piece.first:
+                starts[piece.split].append(stats.tokens[piece.split])
             f.write(ids.tobytes())
             stats.tokens[piece.split] += len(ids)
             progress.update(stats)
@@ -610,12 +653,13 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
             glob: str | None = None, text_field: str = "text", skip_bad_lines: bool = False,
             bad_utf8: str = "replace", force: bool = False, batch_bytes: int = BLOCK,
             progress: bool = False, files=None, source: str | None = None,
-            extra_meta: dict | None = None, keep: str | None = None) -> Path:
+            extra_meta: dict | None = None, keep: str | None = None, doc_break: bytes | None = None) -> Path:
     """Tokenize `src` (a file or folder; or `files` for a built-in corpus) into
     out_dir/{train,val}.bin + meta.json, streaming. Validation: whole documents chosen by hash
     when there are many, else the last val_fraction of the tokens, so no window spans both.
     `tokenizer` is a name or a tokenizer object (tests pass stubs). keep: the fingerprint of the
-    tokens out_dir holds for a resumed run; other tokens are refused, out_dir kept. Returns out_dir."""
+    tokens out_dir holds for a resumed run; other tokens are refused, out_dir kept. doc_break: a
+    byte string that ends a document inside a text file (Shakespeare's plays). Returns out_dir."""
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction {val_fraction}: must be between 0 and 1 (exclusive)")
     workers = available_cpus() if workers is None else workers
@@ -628,7 +672,7 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
     files = files if files is not None else list_files(src, glob)
     tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     options = settings(tok, val_fraction, glob, text_field, skip_bad_lines, bad_utf8)
-    key = source_key(files, tok.name, options)
+    key = source_key(files, tok.name, options, doc_break)
     with ExitStack() as held:
         try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -640,7 +684,7 @@ def prepare(src, out_dir, tokenizer="byte", val_fraction: float = 0.1, *, worker
                 print(f"{out_dir} is up to date: prepared from these very inputs and settings")
             return out_dir
         stats, seconds = _write_folder(out_dir, src, files, tok, options, key, workers, batch_bytes,
-                                       progress, source, extra_meta, keep)
+                                       progress, source, extra_meta, keep, doc_break)
     if progress:
         print(f"prepared {stats.documents:,} documents ({stats.bytes / 1e6:,.1f} MB) -> "
               f"{stats.tokens['train']:,} train + {stats.tokens['val']:,} val tokens in "
@@ -660,7 +704,7 @@ def settings(tok, val_fraction=0.1, glob=None, text_field="text", skip_bad_lines
 
 
 def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, workers: int,
-                  batch_bytes: int, progress: bool, source, extra_meta, keep=None):
+                  batch_bytes: int, progress: bool, source, extra_meta, keep=None, doc_break=None):
     """The preparation itself, into a staging folder renamed to out_dir when complete. Every
     way out (an error; Ctrl-C and SIGTERM, which raise here) stops the workers and removes the
     staging folder. -> (Stats, seconds)."""
@@ -669,7 +713,7 @@ def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, worke
         min_documents_for_hash_split(val_fraction)
     stats, content, bar = Stats(), hashlib.sha256(), Progress(progress)
     pieces = read_pieces(files, tok, stats, content, text_field=options["text_field"],
-                         skip_bad=options["skip_bad_lines"], bad_utf8=options["bad_utf8"])
+                         skip_bad=options["skip_bad_lines"], bad_utf8=options["bad_utf8"], doc_break=doc_break)
     if by_document:
         pieces = _assign_splits(pieces, val_fraction)
     dtype = token_dtype(tok.vocab_size)
@@ -680,13 +724,18 @@ def _write_folder(out_dir: Path, src, files, tok, options: dict, key: str, worke
         with ExitStack() as stack:
             files_out = {split: stack.enter_context(atomic_write(stage / f"{split}.bin", "w+b"))
                          for split in ("train", "val")}
-            _write_tokens(pieces, tok, files_out, stats, bar, workers, batch_bytes)
+            starts = {"train": array.array("q"), "val": array.array("q")}    # 8 bytes a document
+            _write_tokens(pieces, tok, files_out, stats, bar, workers, batch_bytes, starts)
             bar.close()
             if not by_document:
-                _split_tail(files_out["train"], files_out["val"], dtype, val_fraction, stats)
+                _split_tail(files_out["train"], files_out["val"], dtype, val_fraction, stats, starts)
             _check_splits(stats, src or source, by_document)
+        for split, offsets in starts.items():
+            np.save(stage / f"{split}.docs.npy", np.asarray(offsets, dtype=np.int64))
         meta = _meta(tok, dtype, stats, key, content.hexdigest(), options, by_document,
-                     source or str(src), extra_meta)
+                     source or str(src), {**(extra_meta or {}), "train_docs": len(starts["train"]),
+                                          "val_docs": len(starts["val"]), "doc_index": DOC_INDEX,
+                                          **({"doc_break": doc_break.decode()} if doc_break else {})})
         if keep and meta["fingerprint"] != keep:
             raise DataError(f"--data {src or source}: the data changed since the checkpoint (its tokens are now "
                             f"{meta['fingerprint']}, the run's {keep}); {out_dir} still holds the run's tokens: "
@@ -711,7 +760,7 @@ def bad_utf8_summary(documents: int, replaced: int, choice: str) -> str:
 def _assign_splits(pieces, val_fraction: float):
     split = "train"
     for piece in pieces:
-        if piece.first:
+        if piece.first and not piece.joined:    # a file's own documents stay together
             split = document_split(piece, val_fraction)
         piece.split = split
         yield piece
@@ -767,9 +816,9 @@ def _replace_folder(stage: Path, out_dir: Path):
 def builtin(name: str):
     """(files, meta extras) of a built-in corpus."""
     if name == "shakespeare":
-        return [DATA_DIR / "shakespeare.txt.gz"], {}
+        return [DATA_DIR / "shakespeare.txt.gz"], {"documents_are": "plays"}
     version = sys.version.split()[0]
-    return stdlib_files(), {"python_version": version}
+    return stdlib_files(), {"python_version": version, "documents_are": "files"}
 
 
 def resolve(data: str, tokenizer: str, keep: str | None = None, **options) -> Path:
@@ -781,6 +830,7 @@ def resolve(data: str, tokenizer: str, keep: str | None = None, **options) -> Pa
     if not data:
         raise DataError("--data is empty: give 'shakespeare', 'python-stdlib', a prepared folder or a text file")
     tok = get_tokenizer(tokenizer)     # its name, not a tokenizer.json's path, names the cache folder
+    doc_break = PLAY_BREAK if data == "shakespeare" else None
     if data in BUILTIN_CORPORA:
         files, extra = builtin(data)
         out, src = DATA_DIR / f"{data}-{tok.name}", None
@@ -800,12 +850,12 @@ def resolve(data: str, tokenizer: str, keep: str | None = None, **options) -> Pa
         files, out = list_files(src, options.get("glob")), src.parent / f"{src.name}-{tok.name}"
     for name in names(tok):     # a folder prepared under a tokenizer.json's legacy name is still its data
         cached = out.with_name(out.name.removesuffix(tok.name) + name)
-        if _prepared_key(cached) == source_key(files, name, settings(tok, **options)):
+        if _prepared_key(cached) == source_key(files, name, settings(tok, **options), doc_break):
             return cached
     print(f"preparing {data} with the {tokenizer} tokenizer -> {out}", flush=True)
     keep = keep if _prepared_meta(out).get("fingerprint") == keep else None      # a resumed run's tokens
     return prepare(src, out, tok, files=files, source=data if src is None else None, force=True,
-                   extra_meta=extra, progress=True, keep=keep, **options)
+                   extra_meta=extra, progress=True, keep=keep, doc_break=doc_break, **options)
 
 
 def _refuse_prepared_files(data: str, src: Path):

@@ -100,7 +100,7 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     plan, end, eval_lengths = make_plans(cfg, ranks.world, ckpt)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))
     data = load_data(cfg, ranks, ckpt and ckpt.get("data_fingerprint"))
-    data.check_windows(plan.stages[-1].seq_len, max(eval_lengths))
+    data.check_windows(plan.stages[-1].seq_len, max(eval_lengths), docs=cfg.doc_mask or cfg.eval_masked())
     if ckpt is not None:
         ckpt_file.check_data(ckpt, data.fingerprint, f"--resume {cfg.resume}")
     model, opt = build_model(cfg, attn, data.vocab_size, device, ckpt)
@@ -163,11 +163,11 @@ def train_step(run: Run, stage: sched.Stage) -> float:
     n_micro = stage.batch_size // run.ranks.world // stage.micro_batch
     loss_sum = torch.zeros((), device=run.device)
     for m in range(n_micro):
-        x, y = run.data.get_batch("train", stage.micro_batch, stage.seq_len, generator=run.gen, device=run.device)
+        x, y, *docs = run.data.get_batch("train", stage.micro_batch, stage.seq_len, run.gen, run.device, run.cfg.doc_mask)
         # DDP averages gradients across ranks on every backward; only the last micro-batch needs it.
         no_sync = run.train_model.no_sync() if run.ranks.world > 1 and m < n_micro - 1 else nullcontext()
         with no_sync, run.autocast:
-            _, loss = run.train_model(x, y)
+            _, loss = run.train_model(x, y, *docs)
         (loss / n_micro).backward()       # accumulate the mean, as if one batch
         loss_sum += loss.detach()
     if run.cfg.grad_clip > 0:
@@ -187,15 +187,15 @@ def set_lr(opt, progress: float, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, data, lengths, eval_tokens, device, autocast):
-    """Mean validation loss (nats/token) at each context length, on the same fixed windows every time."""
+def evaluate(model, data, lengths, eval_tokens, device, autocast, masked=False):
+    """Mean validation loss (nats/token) per context length, same fixed windows every time; masked: --doc-mask's."""
     model.eval()
     out = {}
     for T in lengths:
         total, count = 0.0, 0
-        for x, y in data.eval_windows(T, eval_tokens, batch_size=max(1, EVAL_BATCH_TOKENS // T), device=device):
+        for x, y, *docs in data.eval_windows(T, eval_tokens, max(1, EVAL_BATCH_TOKENS // T), device, masked):
             with autocast:
-                _, loss = model(x, y)
+                _, loss = model(x, y, *docs)
             total, count = total + loss.item() * x.numel(), count + x.numel()
         out[str(T)] = round(total / count, 5)
     model.train()
@@ -246,11 +246,11 @@ def start(run: Run, state: TrainState, resumed: bool) -> report.Evaluator:
     with run.wall.part("warm-up"):
         run.plan = hw.warm_up(run.plan, run.model, run.train_model, run.autocast, run.device, run.ranks,
                               auto=run.cfg.micro_batch_tokens == "auto", compile=run.cfg.compile,
-                              optimizer_started=bool(run.opt.state))
+                              optimizer_started=bool(run.opt.state), docs=run.cfg.doc_mask)
     if run.ranks.master:
         print(run.plan.table())
-    evaluate_now = report.Evaluator(functools.partial(evaluate, run.model, run.data, run.eval_lengths,
-                                                      run.cfg.eval_tokens, run.device, run.autocast),
+    evaluate_now = report.Evaluator(functools.partial(evaluate, run.model, run.data, run.eval_lengths, run.cfg.eval_tokens,
+                                                      run.device, run.autocast, run.cfg.eval_masked()),
                                     run.metrics, run.wall, run.ranks.master)
     if not resumed:     # the first record of metrics.jsonl, then where the run starts from
         run.metrics.write("config", **run.cfg.resolved(run.model.cfg.attn), model=run.model.cfg.shape(),

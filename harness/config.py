@@ -14,7 +14,7 @@ from model import ATTN_BACKENDS, PRESET_LR, PRESETS, ROPE_SWITCHES
 DEFAULT_BUDGET = "4m"   # with evals and start-up, the default run fits in 5 minutes on 2 CPU cores
 # Changing these on --resume would make another run. Not --data: its fingerprint decides
 # (checkpoint.check_data), so a corpus that moved can be named anew.
-FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "tokenizer", "rope_switch")
+FIXED_ON_RESUME = ("schedule", "ratios", "tokens_per_step", "preset", "tokenizer", "rope_switch", "doc_mask")
 EXTENDING = ("budget: a resumed run with another --budget or --max-tokens keeps its plan (stages and LR stay where "
              "its first budget put them); past that budget's end it trains on at the last stage's length with the "
              "LR at its floor (--min-lr-ratio); a smaller budget stops it earlier")
@@ -54,9 +54,14 @@ class TrainConfig:
     stop_at_step: Optional[int] = None
     rope_switch: str = "none"
     threads: object = "auto"                   # "auto" or a count: CPU threads (harness/threads.py)
+    doc_mask: bool = False                     # off: every published result attends across documents
+    eval_doc_mask: str = "auto"                # on | off | auto: as the run trains (doc_mask)
 
     def peak_lr(self) -> float:
         return self.lr or PRESET_LR[self.preset]
+
+    def eval_masked(self) -> bool:
+        return {"auto": self.doc_mask, "on": True, "off": False}[self.eval_doc_mask]
 
     def resolved(self, attn: str) -> dict:
         """The config with the defaults a run chose filled in: what the logs record."""
@@ -117,6 +122,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
       help=f"RoPE at every stage change: none (positions extrapolate, the paper), pi, ntk or yarn (default "
       f"{d.rope_switch}); with --init-from it scales from the folder's trained length (max_position_embeddings), "
       "so it is inactive while every stage is within that length (said in one line at start)")
+    a("--eval-doc-mask", choices=["auto", "on", "off"], help="validation with --doc-mask's mask or not (auto: as trained)")
+    a("--doc-mask", action="store_true", help="attend within each document only; positions unchanged (model.attention)")
     a("--threads", type=threads_flag, help="CPU threads: auto (default) times a few steps at 1, 2, 4 .. cores threads as "
       "each stage starts (outside the clock) and keeps the fastest (on a busy machine, fewer); N fixes it; OMP_NUM_THREADS is kept")
     return p

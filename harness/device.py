@@ -99,17 +99,18 @@ def oom_possible(device: str) -> bool:
 
 
 def warm_up(plan: sched.Plan, model, train_model, autocast, device: str, ranks: Ranks, *,
-            auto: bool, compile: bool, optimizer_started: bool) -> sched.Plan:
+            auto: bool, compile: bool, optimizer_started: bool, docs: bool = False) -> sched.Plan:
     """Before the clock starts, at every stage length: with --micro-batch-tokens auto on a GPU,
     find the largest micro-batch that fits; compile and autotune that shape (modded-nanogpt
-    warms every stage the same way), so neither costs training time. -> the plan to train."""
+    warms every stage the same way), so neither costs training time. -> the plan to train.
+    docs (--doc-mask): warm the document-masked kernels and graph, the ones training runs."""
     probe = auto and oom_possible(device)
     if not (probe or compile or device.startswith("cuda")):
         return plan
     # AdamW allocates two fp32 moments per parameter at its first step: hold that much (and 5%
     # for the allocator) while probing, so a micro-batch that fits now still fits then.
     reserve = (0 if optimizer_started else 8 * model.num_params()) + int(0.05 * device_memory(device))
-    args = (model, train_model.module if ranks.world > 1 else train_model, autocast, device)
+    args = (model, train_model.module if ranks.world > 1 else train_model, autocast, device, docs)
     micro = []
     for st in plan.stages:
         t0 = time.perf_counter()
@@ -151,7 +152,7 @@ def device_memory(device: str) -> int:
 
 
 def try_step(args, m: int, T: int, reserve_bytes: int) -> bool:
-    model, _, _, device = args
+    model, _, _, device, _ = args
     reserve, fits = None, True
     try:
         reserve = torch.empty(reserve_bytes, dtype=torch.uint8, device=device)
@@ -165,12 +166,12 @@ def try_step(args, m: int, T: int, reserve_bytes: int) -> bool:
     return fits
 
 
-def warm_step(model, step_model, autocast, device: str, m: int, T: int):
+def warm_step(model, step_model, autocast, device: str, docs: bool, m: int, T: int):
     """Forward and backward on random tokens at (m, T): compiles, autotunes and allocates as
     a real step would. Runs the model without DDP, so no rank waits on another while probing."""
     x = torch.randint(model.cfg.vocab_size, (m, T + 1), device=device)
     with autocast:
-        _, loss = step_model(x[:, :-1], x[:, 1:])
+        _, loss = step_model(x[:, :-1], x[:, 1:], *[torch.zeros(m, T, dtype=torch.int32, device=device)] * docs)
     loss.backward()
     model.zero_grad(set_to_none=True)
 

@@ -34,6 +34,15 @@ one side of the diagonal that need no mask at all, and an "on-band" part (the
 diagonal block, or the ragged last block) that is masked. Fully masked blocks are
 never visited, which halves the work.
 
+Documents (train.py --doc-mask). With `doc_starts`, (B, T), query t sees keys
+doc_starts[t] .. t only: the documents joined before its own are masked. The same rule
+that skips blocks above the diagonal skips those: a query block starts its key loop at the
+block holding its rows' earliest document start (`_doc_key_range`), and a key block (dK/dV)
+stops its query loop at the end of its last key's document (`_doc_query_range`), so the work
+follows the documents' lengths. Between the skipped blocks and the diagonal, blocks that
+every row sees whole still take the unmasked path; only blocks a boundary cuts are masked.
+HAS_DOCS is a constexpr: without documents the kernels compile exactly as before.
+
 Layout. q, k and v may have any strides (only the last dim must be contiguous, as in
 FlashAttention's API; otherwise that tensor is copied): each kernel takes the batch,
 head and time strides of every tensor it touches, as the Triton tutorial does. So the
@@ -55,14 +64,15 @@ Limits:
 - q, k and v have the same shape (B, H, T, D): no GQA/MQA, no cross-attention with
   different query and key lengths, no KV cache;
 - the log-sum-exp the forward op returns beside o is not differentiable;
-- masks: causal or none. No padding mask, no arbitrary mask, no sliding window, no
+- masks: causal, none, or causal within documents (doc_starts: non-decreasing, as
+  data.doc_starts makes them). No padding mask, no arbitrary mask, no sliding window, no
   attention bias / ALiBi, no dropout;
 - B * H <= 65535 (CUDA grid limit on its second axis);
 - no double backward;
 - any T >= 1 works: ragged tails are masked, not padded.
 
 Autotuning. On a GPU each kernel is autotuned over a few block sizes, keyed on
-(T, D, causal, dtype). The first call at a new sequence length therefore spends a
+(T, D, causal, documents, dtype). The first call at a new sequence length therefore spends a
 few seconds benchmarking; train.py runs every stage length once before its training
 clock starts, so that happens outside the budget. Under TRITON_INTERPRET=1 (CPU tests)
 there is exactly one small config. Inside `with fixed_configs():` every kernel runs its
@@ -71,6 +81,7 @@ first config without benchmarking: correctness tests on a GPU use it to stay fas
 
 import contextlib
 import math
+from typing import Optional
 
 import torch
 import triton
@@ -185,7 +196,7 @@ def _skip_spilling(kernel):
 
 _DELTA_BLOCK = 64
 # N_CTX is the sequence length T of the call: each training stage length tunes once.
-_TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # Triton adds the tensor dtypes to the key
+_TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL", "HAS_DOCS"]  # Triton adds the tensor dtypes to the key
 
 _fixed = None  # inside `with fixed_configs(i):` the config index every kernel runs
 _recorded = None  # inside `with recorded_launches() as calls:` the list launches go to
@@ -254,11 +265,13 @@ def _launch(kernel, grid, *args, **kwargs):
 
 
 @triton.jit
-def _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_scale, N_CTX,
+def _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, doc_m, lo, hi, qk_scale, N_CTX,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-               MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+               MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+               HAS_DOCS: tl.constexpr = False):
     """Fold keys [lo, hi) into the running (acc, m_i, l_i) of one query block.
-    MASKED=False is the fast path for blocks known to be fully visible and in range."""
+    MASKED=False is the fast path for blocks known to be fully visible and in range.
+    HAS_DOCS: doc_m holds each row's document start, and a masked block hides the keys before it."""
     in_dt = K.dtype.element_ty
     dot_dt = tl.float32 if DOT_FP32 else in_dt
     offs_d = tl.arange(0, HEAD_DIM)
@@ -275,10 +288,16 @@ def _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_
             keep = offs_n[None, :] < N_CTX
             if CAUSAL:
                 keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            if HAS_DOCS:
+                keep = keep & (offs_n[None, :] >= doc_m[:, None])
             qk = tl.where(keep, qk, float("-inf"))
         # Scale inside the exponent (qk_scale > 0 commutes with max) so that multiply
         # and subtract fuse into one FMA. m_i is the running max in base-2 units.
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        if HAS_DOCS and MASKED:
+            # A row may see no key of this block nor of any before it (its document starts
+            # later): m stays -inf, and -inf - -inf would be NaN. Subtract 0 instead: p = 0.
+            m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old max
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -292,16 +311,46 @@ def _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_
     return acc, m_i, l_i
 
 
+@triton.jit
+def _doc_key_range(DOC, offs_m, band_lo, N_CTX, BLOCK_N: tl.constexpr):
+    """The keys a query block's rows may see, by document: -> (each row's document start,
+    skip_lo, full_lo). Key blocks before skip_lo (the block holding the earliest start of any
+    row) are skipped; [skip_lo, full_lo) needs the document mask; from full_lo on (the first
+    block past every row's start) up to the diagonal band, every row sees every key.
+    The forward and dQ kernels loop over these bounds; tests count visited blocks with it."""
+    row_ok = offs_m < N_CTX
+    doc_m = tl.load(DOC + offs_m, mask=row_ok, other=0)
+    skip_lo = (tl.min(tl.where(row_ok, doc_m, N_CTX), 0) // BLOCK_N) * BLOCK_N
+    full_lo = tl.minimum(tl.cdiv(tl.max(doc_m, 0), BLOCK_N) * BLOCK_N, band_lo)
+    # Rows past T keep start 0: masked like causal rows, they see a key and make no 0/0.
+    return doc_m, skip_lo, tl.maximum(full_lo, skip_lo)
+
+
+@triton.jit
+def _doc_query_range(DOC_END, offs_n, band_hi, full_hi, N_CTX, BLOCK_M: tl.constexpr):
+    """The query rows that may see a key block, by document: -> (clear_hi, rows_hi). Rows
+    from the band's end up to clear_hi (whole query blocks before the first key's document
+    ends) see every key of the block unmasked; [clear_hi, rows_hi) needs the mask; query
+    blocks from rows_hi on (past the end of the last key's document) are skipped. DOC_END
+    holds, per position, where its document ends (exclusive). Used by the dK/dV kernel."""
+    col_ok = offs_n < N_CTX
+    end_n = tl.load(DOC_END + offs_n, mask=col_ok, other=0)
+    first_end = tl.min(tl.where(col_ok, end_n, N_CTX), 0)
+    clear_hi = tl.maximum(tl.minimum((first_end // BLOCK_M) * BLOCK_M, full_hi), band_hi)
+    rows_hi = tl.maximum(tl.max(end_n, 0), clear_hi)
+    return clear_hi, rows_hi
+
+
 @triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY,
                  prune_configs_by={"early_config_prune": _skip_spilling("_attn_fwd")})
 @triton.jit
-def _attn_fwd(Q, K, V, O, LSE,
+def _attn_fwd(Q, K, V, O, LSE, DOC,
               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_docb,
               qk_scale, N_HEAD, N_CTX,
               HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
               DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DOCS: tl.constexpr = False):
     # Causal: the last query blocks see the most keys. Launch them first so the short
     # programs, not the long ones, fill the GPU's final wave.
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -335,12 +384,24 @@ def _attn_fwd(Q, K, V, O, LSE,
         # Every whole key block is visible; only a ragged last one needs a mask.
         band_lo = (N_CTX // BLOCK_N) * BLOCK_N
         band_hi = N_CTX
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m,
-                               0, band_lo, qk_scale, N_CTX,
-                               HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m,
-                               band_lo, band_hi, qk_scale, N_CTX,
-                               HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
+    if HAS_DOCS:  # causal, by documents (flash_attention): key blocks before every row's document are skipped
+        doc_m, skip_lo, full_lo = _doc_key_range(DOC + b * stride_docb, offs_m, band_lo, N_CTX, BLOCK_N)
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, doc_m,
+                                   skip_lo, full_lo, qk_scale, N_CTX,
+                                   HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION, True)
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, doc_m,
+                                   full_lo, band_lo, qk_scale, N_CTX,
+                                   HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, doc_m,
+                                   tl.maximum(band_lo, skip_lo), band_hi, qk_scale, N_CTX,
+                                   HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION, True)
+    else:
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, offs_m,
+                                   0, band_lo, qk_scale, N_CTX,
+                                   HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, offs_m, offs_m,
+                                   band_lo, band_hi, qk_scale, N_CTX,
+                                   HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
     # Every row saw at least one key (key 0, or itself), so l_i > 0 and m_i is finite.
     o = acc / l_i[:, None]
     tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty),
@@ -355,8 +416,17 @@ def _dot_flags(dtype):
                 DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32")
 
 
-def _flash_fwd(q, k, v, causal, sm_scale):
-    """q, k, v (B, H, T, D), D stride 1 -> o (B, H, T, D) laid out like q, lse (B, H, T) fp32."""
+def _doc_args(docs, like):
+    """The kernels' document arguments: (starts pointer, ends pointer, batch stride) and the
+    HAS_DOCS flag. Without documents any pointer will do: HAS_DOCS=False never reads it."""
+    if docs is None:
+        return (like, like, 0), dict(HAS_DOCS=False)
+    return (docs[0], docs[1], docs.stride(1)), dict(HAS_DOCS=True)
+
+
+def _flash_fwd(q, k, v, causal, sm_scale, docs=None):
+    """q, k, v (B, H, T, D), D stride 1 -> o (B, H, T, D) laid out like q, lse (B, H, T) fp32.
+    docs: None, or (2, B, T) int32 contiguous: each position's document start and end."""
     B, H, T, D = q.shape
     o = _empty_like_layout(q)
     lse = _empty((B, H, T), torch.float32, q.device)
@@ -364,8 +434,9 @@ def _flash_fwd(q, k, v, causal, sm_scale):
     def grid(meta):
         return (triton.cdiv(T, meta["BLOCK_M"]), B * H)
 
-    _launch(_attn_fwd, grid, q, k, v, o, lse, *_bht(q), *_bht(k), *_bht(v), *_bht(o),
-            sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **_dot_flags(q.dtype))
+    (starts, _, stride_docb), has_docs = _doc_args(docs, lse)
+    _launch(_attn_fwd, grid, q, k, v, o, lse, starts, *_bht(q), *_bht(k), *_bht(v), *_bht(o), stride_docb,
+            sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **_dot_flags(q.dtype), **has_docs)
     return o, lse
 
 
@@ -394,10 +465,11 @@ def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_ot,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n, lo, hi,
+def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n, lo, hi,
                 qk_scale, N_CTX,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr,
-                MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                HAS_DOCS: tl.constexpr = False):
     """Add the contribution of query rows [lo, hi) to one key block's dk, dv.
     Works on transposed tiles (keys x queries) so dk and dv come out as (BLOCK_N, D)."""
     in_dt = Q.dtype.element_ty
@@ -425,6 +497,9 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n, 
             keep = offs_m[None, :] < N_CTX
             if CAUSAL:
                 keep = keep & (offs_m[None, :] >= offs_n[:, None])
+            if HAS_DOCS:
+                doc_m = tl.load(DOC + offs_m, mask=offs_m < N_CTX, other=0)
+                keep = keep & (offs_n[:, None] >= doc_m[None, :])
             pT = tl.where(keep, pT, 0.0)
         dv = tl.dot(pT.to(in_dt).to(dot_dt), do, dv, input_precision=DOT_PRECISION)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (dO V^T)^T
@@ -436,14 +511,14 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n, 
 @triton.autotune(configs=_DKDV_CONFIGS, key=_TUNE_KEY,
                  prune_configs_by={"early_config_prune": _skip_spilling("_attn_bwd_dkdv")})
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
+def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, DOC, DOC_END,
                    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                    stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
-                   stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
+                   stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt, stride_docb,
                    sm_scale, qk_scale, N_HEAD, N_CTX,
                    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
                    DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DOCS: tl.constexpr = False):
     # Natural order is already heaviest-first here: early key blocks are seen by the
     # most query blocks.
     start_n = tl.program_id(0)
@@ -482,15 +557,28 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
         band_lo = 0  # no diagonal: an empty band
         band_hi = 0
         tail_lo = full_hi
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n,
-                         band_lo, band_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
-                         DOT_FP32, DOT_PRECISION)
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n,
-                         band_hi, full_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, False,
-                         DOT_FP32, DOT_PRECISION)
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qt, stride_dot, offs_n,
-                         tail_lo, N_CTX, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
-                         DOT_FP32, DOT_PRECISION)
+    if HAS_DOCS:  # causal, by documents: query blocks past the end of the block's document are skipped
+        DOC += b * stride_docb
+        clear_hi, rows_hi = _doc_query_range(DOC_END + b * stride_docb, offs_n, band_hi, full_hi, N_CTX, BLOCK_M)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+                             band_lo, band_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
+                             DOT_FP32, DOT_PRECISION, True)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+                             band_hi, clear_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, False,
+                             DOT_FP32, DOT_PRECISION)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+                             clear_hi, rows_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
+                             DOT_FP32, DOT_PRECISION, True)
+    else:
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+                             band_lo, band_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
+                             DOT_FP32, DOT_PRECISION)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+                             band_hi, full_hi, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, False,
+                             DOT_FP32, DOT_PRECISION)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+                             tail_lo, N_CTX, qk_scale, N_CTX, HEAD_DIM, BLOCK_M, CAUSAL, True,
+                             DOT_FP32, DOT_PRECISION)
 
     tl.store(DK + offs_n[:, None] * stride_dkt + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
@@ -499,9 +587,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, lo, hi, qk_scale,
+def _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, doc_m, lo, hi, qk_scale,
               N_CTX, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-              MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+              MASKED: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+              HAS_DOCS: tl.constexpr = False):
     """Add the contribution of keys [lo, hi) to one query block's dq."""
     in_dt = K.dtype.element_ty
     dot_dt = tl.float32 if DOT_FP32 else in_dt
@@ -522,6 +611,8 @@ def _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, lo, hi,
             keep = offs_n[None, :] < N_CTX
             if CAUSAL:
                 keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            if HAS_DOCS:
+                keep = keep & (offs_n[None, :] >= doc_m[:, None])
             p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
         ds = p * (dp - delta[:, None])
@@ -532,14 +623,14 @@ def _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, lo, hi,
 @triton.autotune(configs=_DQ_CONFIGS, key=_TUNE_KEY,
                  prune_configs_by={"early_config_prune": _skip_spilling("_attn_bwd_dq")})
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
+def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, DOC,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                  stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
-                 stride_dqb, stride_dqh, stride_dqt,
+                 stride_dqb, stride_dqh, stride_dqt, stride_docb,
                  sm_scale, qk_scale, N_HEAD, N_CTX,
                  HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
                  DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DOCS: tl.constexpr = False):
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest first, as in forward
     bh = tl.program_id(1).to(tl.int64)
     b = bh // N_HEAD
@@ -572,15 +663,25 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
     else:
         band_lo = (N_CTX // BLOCK_N) * BLOCK_N
         band_hi = N_CTX
-    dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, 0, band_lo,
-                   qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
-    dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, band_lo, band_hi,
-                   qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
+    if HAS_DOCS:  # the forward's split of the key range by documents
+        doc_m, skip_lo, full_lo = _doc_key_range(DOC + b * stride_docb, offs_m, band_lo, N_CTX, BLOCK_N)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, doc_m, skip_lo, full_lo,
+                       qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION, True)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, doc_m, full_lo, band_lo,
+                       qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, doc_m,
+                       tl.maximum(band_lo, skip_lo), band_hi,
+                       qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION, True)
+    else:
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, offs_m, 0, band_lo,
+                       qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, False, DOT_FP32, DOT_PRECISION)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, offs_m, band_lo, band_hi,
+                       qk_scale, N_CTX, HEAD_DIM, BLOCK_N, CAUSAL, True, DOT_FP32, DOT_PRECISION)
     tl.store(DQ + offs_m[:, None] * stride_dqt + offs_d[None, :],
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
-def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale):
+def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale, docs=None):
     """-> dq, dk, dv, each (B, H, T, D) laid out like q, k, v respectively."""
     B, H, T, D = q.shape
     do = do.to(q.dtype)
@@ -595,14 +696,15 @@ def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale):
             o, do, delta, *_bht(o), *_bht(do), H, T, HEAD_DIM=D, BLOCK_M=rows)
 
     dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
+    (starts, ends, stride_docb), has_docs = _doc_args(docs, delta)
     _launch(_attn_bwd_dkdv, lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * H),
-            q, k, v, do, lse, delta, dk, dv,
-            *_bht(q), *_bht(k), *_bht(v), *_bht(do), *_bht(dk), *_bht(dv),
-            sm_scale, sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **flags)
+            q, k, v, do, lse, delta, dk, dv, starts, ends,
+            *_bht(q), *_bht(k), *_bht(v), *_bht(do), *_bht(dk), *_bht(dv), stride_docb,
+            sm_scale, sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **flags, **has_docs)
     _launch(_attn_bwd_dq, lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
-            q, k, v, do, lse, delta, dq,
-            *_bht(q), *_bht(k), *_bht(v), *_bht(do), *_bht(dq),
-            sm_scale, sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **flags)
+            q, k, v, do, lse, delta, dq, starts,
+            *_bht(q), *_bht(k), *_bht(v), *_bht(do), *_bht(dq), stride_docb,
+            sm_scale, sm_scale * LOG2E, H, T, HEAD_DIM=D, CAUSAL=causal, **flags, **has_docs)
     return dq, dk, dv
 
 
@@ -612,12 +714,12 @@ def _flash_bwd(do, q, k, v, o, lse, causal, sm_scale):
 
 @torch.library.custom_op("growlength::flash_attn_fwd", mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-            sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _flash_fwd(q, k, v, causal, sm_scale)
+            sm_scale: float, docs: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    return _flash_fwd(q, k, v, causal, sm_scale, docs)
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, causal, sm_scale):
+def _fwd_fake(q, k, v, causal, sm_scale, docs=None):
     # Shapes and strides only (torch.compile traces with these); must match _flash_fwd.
     B, H, T, _ = q.shape
     return _empty_like_layout(q), q.new_empty((B, H, T), dtype=torch.float32)
@@ -626,27 +728,27 @@ def _fwd_fake(q, k, v, causal, sm_scale):
 @torch.library.custom_op("growlength::flash_attn_bwd", mutates_args=())
 def _bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             o: torch.Tensor, lse: torch.Tensor, causal: bool,
-            sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _flash_bwd(do, q, k, v, o, lse, causal, sm_scale)
+            sm_scale: float, docs: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _flash_bwd(do, q, k, v, o, lse, causal, sm_scale, docs)
 
 
 @_bwd_op.register_fake
-def _bwd_fake(do, q, k, v, o, lse, causal, sm_scale):
+def _bwd_fake(do, q, k, v, o, lse, causal, sm_scale, docs=None):
     return _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, sm_scale = inputs
+    q, k, v, causal, sm_scale, docs = inputs
     o, lse = output
-    ctx.save_for_backward(q, k, v, o, lse)
+    ctx.save_for_backward(q, k, v, o, lse, docs)
     ctx.causal, ctx.sm_scale = causal, sm_scale
     ctx.set_materialize_grads(False)  # lse's gradient stays None instead of a tensor of zeros
 
 
 def _backward(ctx, do, _dlse):  # lse is not differentiable: its gradient is ignored
-    q, k, v, o, lse = ctx.saved_tensors
-    dq, dk, dv = _bwd_op(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale)
-    return dq, dk, dv, None, None
+    q, k, v, o, lse, docs = ctx.saved_tensors
+    dq, dk, dv = _bwd_op(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale, docs)
+    return dq, dk, dv, None, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -689,7 +791,17 @@ def _check_inputs(q, k, v):
                          f"on the axis that indexes (batch, head); split the batch")
 
 
-def flash_attention(q, k, v, causal=True, sm_scale=None):
+def doc_bounds(doc_starts, T: int):
+    """(B, T) document starts -> the kernels' (2, B, T) int32: each position's document start and
+    end (exclusive; the first position whose start lies past it). Starts must be what
+    data.doc_starts gives: non-decreasing along T, 0 <= start[t] <= t."""
+    starts = doc_starts.to(torch.int32).contiguous()
+    t = torch.arange(T, device=starts.device, dtype=torch.int32).expand_as(starts).contiguous()
+    ends = torch.searchsorted(starts, t, right=True).to(torch.int32)
+    return torch.stack([starts, ends])
+
+
+def flash_attention(q, k, v, causal=True, sm_scale=None, doc_starts=None):
     """Fused attention softmax(sm_scale * q @ k^T [+ causal mask]) @ v, differentiable.
 
     q, k, v: (B, H, T, D) tensors of one dtype (fp32, fp16 or bf16) on a CUDA device
@@ -697,13 +809,23 @@ def flash_attention(q, k, v, causal=True, sm_scale=None):
     strides (a tensor whose last dim is not contiguous is copied first). sm_scale
     defaults to 1/sqrt(D). Returns o, (B, H, T, D) in the input dtype, laid out in
     memory like q (see "Layout" above); its gradients are laid out like q, k and v.
+
+    doc_starts: (B, T) document starts (data.doc_starts; causal only): query t attends to keys
+    doc_starts[t] .. t. Key blocks before a query block's earliest start, and (dK/dV) query
+    blocks past a key block's document, are skipped: the work follows the document lengths.
     """
     _check_inputs(q, k, v)
+    docs = None
+    if doc_starts is not None:
+        if not causal or tuple(doc_starts.shape) != (q.shape[0], q.shape[2]) or doc_starts.is_floating_point():
+            raise ValueError(f"flash_attention: doc_starts must be integer (B, T) = {(q.shape[0], q.shape[2])} "
+                             f"with causal=True, got {tuple(doc_starts.shape)} {doc_starts.dtype}, causal={causal}")
+        docs = doc_bounds(doc_starts.to(q.device), q.shape[2])
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
     if not sm_scale > 0:
         # The kernels take the row max of unscaled scores, which needs a positive scale.
         raise ValueError(f"flash_attention: sm_scale must be > 0, got {sm_scale}")
     # The kernels step along D one element at a time; anything else is copied.
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    o, _ = torch.ops.growlength.flash_attn_fwd(q, k, v, bool(causal), sm_scale)
+    o, _ = torch.ops.growlength.flash_attn_fwd(q, k, v, bool(causal), sm_scale, docs)
     return o

@@ -41,11 +41,12 @@ TARGETS = {
 }
 KERNELS = ("_attn_fwd", "_attn_bwd_delta", "_attn_bwd_dkdv", "_attn_bwd_dq")
 DTYPES = ("bfloat16", "float16", "float32")
-# The launchers' arguments, as launches() fills them. A new launcher argument (a document
-# mask, say) must be added here, with what to pass for it, or launches() refuses to run.
+# The launchers' arguments, as launches() fills them. A new launcher argument must be added
+# here, with what to pass for it, or launches() refuses to run. docs: the document mask's
+# (2, B, T) int32 starts and ends (attention.doc_bounds), or None.
 LAUNCHER_ARGS = {
-    "_flash_fwd": ("q", "k", "v", "causal", "sm_scale"),
-    "_flash_bwd": ("do", "q", "k", "v", "o", "lse", "causal", "sm_scale"),
+    "_flash_fwd": ("q", "k", "v", "causal", "sm_scale", "docs"),
+    "_flash_bwd": ("do", "q", "k", "v", "o", "lse", "causal", "sm_scale", "docs"),
 }
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                          "growlength", "compile")
@@ -56,11 +57,12 @@ class CompileCheckError(Exception):
     """The compile check cannot derive what a kernel is launched with."""
 
 
-def launches(dtype, head_dim, causal, B=2, T=1024, H=4):
+def launches(dtype, head_dim, causal, B=2, T=1024, H=4, docs=False):
     """{kernel name: (kernel, args, kwargs)} as the model launches them for one (B, H, T, D)
     attention, forward and backward, recorded on meta tensors (nothing runs). q, k, v are
     views of a fused (B, T, H, 3, D) projection, as in model.py. T=1024 and H=4 keep every
-    integer a multiple of 16, as at training lengths (Triton specialises on that)."""
+    integer a multiple of 16, as at training lengths (Triton specialises on that). docs:
+    with document starts (--doc-mask; causal only), the kernels' HAS_DOCS variant."""
     import torch
     from kernels import attention
 
@@ -74,9 +76,10 @@ def launches(dtype, head_dim, causal, B=2, T=1024, H=4):
     qkv = torch.empty(B, T, H, 3, head_dim, dtype=dt, device="meta")
     q, k, v = (qkv[:, :, :, i].transpose(1, 2) for i in range(3))  # (B, H, T, D) views
     scale = head_dim ** -0.5
+    bounds = torch.empty(2, B, T, dtype=torch.int32, device="meta") if docs else None
     with attention.recorded_launches() as calls:
-        o, lse = attention._flash_fwd(q, k, v, causal, scale)
-        attention._flash_bwd(torch.empty_like(o), q, k, v, o, lse, causal, scale)
+        o, lse = attention._flash_fwd(q, k, v, causal, scale, bounds)
+        attention._flash_bwd(torch.empty_like(o), q, k, v, o, lse, causal, scale, bounds)
     found = {_fn(kernel).__name__: (kernel, args, kwargs) for kernel, args, kwargs in calls}
     if sorted(found) != sorted(KERNELS):
         raise CompileCheckError(f"recorded launches {sorted(found)}, expected {sorted(KERNELS)}: "
@@ -129,7 +132,8 @@ def _compile_inputs(job):
 
     from kernels import attention
 
-    kernel, args, kwargs = launches(job["dtype"], job["head_dim"], job["causal"])[job["kernel"]]
+    kernel, args, kwargs = launches(job["dtype"], job["head_dim"], job["causal"],
+                                    docs=job.get("docs", False))[job["kernel"]]
     config = configs(kernel)[job["config"]]
     check_binding(kernel, args, kwargs, config)
     fn = _fn(kernel)

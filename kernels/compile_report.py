@@ -4,7 +4,8 @@ Which compiles (the issue's matrix, kernels/README.md#compiled-ahead-of-time):
 - every autotune config of every kernel at bf16, causal, D = 64 and 128, on sm_80 and sm_90
   (the targets among those asked for), what the autotuner can pick on an A100 or H100;
 - each kernel's first config at every dtype x D x causal on every target asked for (the one
-  `fixed_configs()` runs in the GPU tests). Duplicates of the first part are compiled once.
+  `fixed_configs()` runs in the GPU tests), and causal with documents (--doc-mask's HAS_DOCS
+  variant). Duplicates of the first part are compiled once.
 """
 import json
 import os
@@ -16,9 +17,9 @@ CONFIG_TARGETS = (80, 90)  # every config is compiled for these
 CONFIG_HEAD_DIMS = (64, 128)
 
 
-def _job(kernel, target, dtype, head_dim, causal, config):
+def _job(kernel, target, dtype, head_dim, causal, config, docs=False):
     return dict(kernel=kernel, target=target, dtype=dtype, head_dim=head_dim, causal=causal,
-                config=config)
+                config=config, **({"docs": True} if docs else {}))
 
 
 def matrix(targets, counts, part="all"):
@@ -30,8 +31,9 @@ def matrix(targets, counts, part="all"):
                  for t in targets if t in CONFIG_TARGETS for d in CONFIG_HEAD_DIMS
                  for k in KERNELS for i in range(counts[k])]
     if part in ("all", "first"):
-        jobs += [_job(k, t, dt, d, c, 0) for t in targets for dt in DTYPES for d in HEAD_DIMS
-                 for c in (True, False) for k in KERNELS]
+        jobs += [_job(k, t, dt, d, c, 0, docs) for t in targets for dt in DTYPES for d in HEAD_DIMS
+                 for c, docs in ((True, False), (False, False), (True, True)) for k in KERNELS
+                 if not (docs and k == "_attn_bwd_delta")]   # delta takes no documents
     unique = {json.dumps(j, sort_keys=True): j for j in jobs}
     return list(unique.values())
 
@@ -80,7 +82,7 @@ def _per_config(results):
     """{(kernel, D, config description): {target: result}} of the every-config part, in order."""
     rows = {}
     for r in sorted(results, key=lambda r: (KERNELS.index(r["kernel"]), r["head_dim"], r["config"])):
-        if (r["dtype"] == "bfloat16" and r["causal"] and r["target"] in CONFIG_TARGETS
+        if (r["dtype"] == "bfloat16" and r["causal"] and not r.get("docs") and r["target"] in CONFIG_TARGETS
                 and r["head_dim"] in CONFIG_HEAD_DIMS):
             rows.setdefault(_key(r, "kernel", "head_dim", "config_desc"), {})[r["target"]] = r
     return rows
@@ -132,24 +134,30 @@ def render(results, header, baseline=None):
 
     first = [r for r in results if r["config"] == 0]
     out += ["", "## First config, every dtype x D x causal", "",
-            "The config `fixed_configs()` runs in the GPU tests; the cell as above.", "",
+            "The config `fixed_configs()` runs in the GPU tests; the cell as above. causal "
+            "*docs*: causal within documents (`--doc-mask`).", "",
             "| target | dtype | D | causal | " + " | ".join(f"`{k}`" for k in KERNELS) + " |",
             "|---|---|---|---|" + "---|" * len(KERNELS)]
-    cells = {_key(r, "target", "dtype", "head_dim", "causal", "kernel"): r for r in first}
-    for t, dt, d, c in sorted({k[:4] for k in cells}, key=lambda k: (k[0], k[1], k[2], not k[3])):
-        out.append(f"| sm_{t} | {dt} | {d} | {'yes' if c else 'no'} | "
+    cells = {(*_key(r, "target", "dtype", "head_dim"), _mask(r), r["kernel"]): r for r in first}
+    for t, dt, d, c in sorted({k[:4] for k in cells}, key=lambda k: (k[0], k[1], k[2], k[3])):
+        out.append(f"| sm_{t} | {dt} | {d} | {c[2:]} | "
                    + " | ".join(_cell(cells.get((t, dt, d, c, k))) for k in KERNELS) + " |")
 
     failed = [r for r in results if not r["ok"]]
     out += ["", f"## Failures: {len(failed)}", ""]
-    out += [f"- `{r['kernel']}` sm_{r['target']} {r['dtype']} D={r['head_dim']} causal={r['causal']} "
+    out += [f"- `{r['kernel']}` sm_{r['target']} {r['dtype']} D={r['head_dim']} causal={_mask(r)[2:]} "
             f"{r['config_desc']}: {r['error']}" for r in failed]
     return "\n".join(out) + "\n"
 
 
+def _mask(r):
+    """'1 yes', '2 docs', '3 no': the mask a compile was for, sortable (report order)."""
+    return "2 docs" if r.get("docs") else "1 yes" if r["causal"] else "3 no"
+
+
 def _progress(i, n, r):
     what = (f"sm_{r['target']} {r['kernel']} {r['dtype']} D={r['head_dim']} "
-            f"{'causal' if r['causal'] else 'full'} {r['config_desc']}")
+            f"{'causal, docs' if r.get('docs') else 'causal' if r['causal'] else 'full'} {r['config_desc']}")
     took = "cached" if r["cached"] else f"{r['seconds']} s"
     print(f"[{i:3d}/{n}] {what}: {_cell(r)} ({took})", flush=True)
 

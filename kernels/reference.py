@@ -2,6 +2,8 @@
 
     o = softmax(sm_scale * q @ k^T [+ causal mask]) @ v          q, k, v, o: (B, H, T, D)
 
+With doc_starts (B, T), a document mask too: query t sees keys doc_starts[b, t] .. t only.
+
 It materialises the (T, T) score matrix, so memory grows as T^2: meant for reading,
 for testing (in float64) and for the model's `naive` backend, not for long contexts.
 """
@@ -10,7 +12,14 @@ import math
 import torch
 
 
-def attention_ref(q, k, v, causal=True, sm_scale=None, compute_dtype=None):
+def doc_mask(doc_starts):
+    """(B, T) document starts -> (B, 1, T, T) bool, True where query i may attend to key j:
+    doc_starts[b, i] <= j <= i (causal, and inside i's document). data.doc_starts makes them."""
+    j = torch.arange(doc_starts.shape[-1], device=doc_starts.device)
+    return ((j[None, None, :] <= j[None, :, None]) & (j[None, None, :] >= doc_starts[:, :, None]))[:, None]
+
+
+def attention_ref(q, k, v, causal=True, sm_scale=None, compute_dtype=None, doc_starts=None):
     """Attention spelled out, differentiable by autograd; any device, strides, T and D.
 
     Computes in fp32 (float64 for float64 inputs), or in `compute_dtype` if given (tests
@@ -26,5 +35,7 @@ def attention_ref(q, k, v, causal=True, sm_scale=None, compute_dtype=None):
     if causal:
         future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
         att = att.masked_fill(future, float("-inf"))
+    if doc_starts is not None:    # every row keeps its diagonal, so none is all -inf
+        att = att.masked_fill(~doc_mask(doc_starts), float("-inf"))
     att = torch.softmax(att, dim=-1)
     return (att @ vc).to(q.dtype)                                 # (B, H, T, D)

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import torch
 import triton
+import triton.language as tl
 
 from kernels import attention
 from kernels.attention import flash_attention
-from kernels.reference import attention_ref
+from kernels.reference import attention_ref, doc_mask
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 # Interpreted kernels run on CPU tensors; compiled ones need CUDA tensors.
@@ -94,9 +95,9 @@ def max_err(a, b):
 NAMES = ("o", "dq", "dk", "dv")
 
 
-def check_case(B, H, T, D, dtype, causal, seed, device=DEVICE, sm_scale=None):
+def check_case(B, H, T, D, dtype, causal, seed, device=DEVICE, sm_scale=None, doc_starts=None):
     q, k, v, do = make_inputs(B, H, T, D, dtype, seed, device)
-    kw = dict(causal=causal, sm_scale=sm_scale)
+    kw = dict(causal=causal, sm_scale=sm_scale, **({} if doc_starts is None else {"doc_starts": doc_starts}))
     ours = fwd_bwd(flash_attention, q, k, v, do, **kw)
     # The exact answer for these (already rounded) inputs: the reference in float64.
     exact = fwd_bwd(attention_ref, *(t.double() for t in (q, k, v, do)), **kw)
@@ -280,6 +281,9 @@ def test_custom_ops_pass_opcheck():
     do = torch.randn(B, T, H, D).to(DEVICE).transpose(1, 2)
     torch.library.opcheck(torch.ops.growlength.flash_attn_bwd.default,
                           (do, q, k, v, o, lse, True, 0.25))
+    docs = attention.doc_bounds(torch.tensor([[0] * 7 + [7] * 13]).to(DEVICE), T)    # with documents
+    torch.library.opcheck(torch.ops.growlength.flash_attn_fwd.default, (*leaves, True, 0.25, docs))
+    torch.library.opcheck(torch.ops.growlength.flash_attn_bwd.default, (do, q, k, v, o, lse, True, 0.25, docs))
 
 
 def test_fake_outputs_have_the_real_strides():
@@ -433,3 +437,105 @@ def test_cuda_backward_is_deterministic():
     second = fwd_bwd(flash_attention, q, k, v, do)
     for name, a, b in zip(NAMES, first, second):
         assert torch.equal(a, b), name
+
+
+# ----------------------------------------------------------------------------------------
+# Document masking (train.py --doc-mask): query t sees keys doc_starts[t] .. t only.
+
+def segmentation(B, T, cuts):
+    """(B, T) int32 document starts with documents beginning at `cuts` (per row: a list)."""
+    d = torch.zeros(B, T, dtype=torch.int32)
+    for b, row in enumerate(cuts):
+        for c in sorted(row):
+            d[b, c:] = c
+    return d.to(DEVICE)
+
+
+def random_cuts(T, n, seed):
+    """n random document starts in 1..T-1, and two documents of length 1 at the end."""
+    g = torch.Generator().manual_seed(seed)
+    return sorted(set(torch.randint(1, T, (n,), generator=g).tolist()) | {T - 2, T - 1})
+
+
+# Interpreter blocks: forward/dQ 64 x 32, dK/dV 32 x 64. Boundaries on block edges (32, 64,
+# 96, 128) and off them; every dtype and head dim once; ragged T; documents of length 1.
+DOC_CASES = [
+    (100, 16, F32, [random_cuts(100, 9, 1), [1, 2, 3, 50]]),
+    (128, 32, F16, [[32, 64, 96], [33, 63, 65, 127]]),
+    (200, 64, BF16, [random_cuts(200, 12, 2), [128, 129, 199]]),
+    (77, 128, F32, [random_cuts(77, 20, 3), [40]]),
+]
+
+
+@pytest.mark.parametrize("T, D, dtype, cuts", DOC_CASES)
+def test_document_mask_matches_reference(T, D, dtype, cuts):
+    check_case(2, 2, T, D, dtype, True, seed=T + D, doc_starts=segmentation(2, T, cuts))
+
+
+def test_one_document_is_causal_attention_exactly():
+    """A window without a boundary takes the document path (HAS_DOCS) but must compute exactly
+    what the causal kernel computes, bit for bit, forward and backward."""
+    q, k, v, do = make_inputs(2, 2, 150, 32, F16, seed=5)
+    plain = fwd_bwd(flash_attention, q, k, v, do)
+    docs = fwd_bwd(flash_attention, q, k, v, do, doc_starts=torch.zeros(2, 150, dtype=torch.int64, device=DEVICE))
+    for name, a, b in zip(NAMES, plain, docs):
+        assert torch.equal(a, b), name
+
+
+def test_document_mask_refuses_what_it_cannot_mean():
+    q, k, v, _ = make_inputs(1, 1, 8, 16, F32, seed=0)
+    with pytest.raises(ValueError, match="doc_starts must be integer"):
+        flash_attention(q, k, v, causal=False, doc_starts=torch.zeros(1, 8, dtype=torch.int32))
+    with pytest.raises(ValueError, match="doc_starts must be integer"):
+        flash_attention(q, k, v, doc_starts=torch.zeros(1, 7, dtype=torch.int32))
+
+
+@triton.jit
+def _probe_bounds(DOC, DOC_END, KEY_LO, ROWS_HI, N_CTX, FWD_M: tl.constexpr, FWD_N: tl.constexpr,
+                  BWD_M: tl.constexpr, BWD_N: tl.constexpr):
+    """Program i: the loop bounds the kernels take from attention._doc_key_range (query block i
+    of the forward and dQ) and attention._doc_query_range (key block i of dK/dV)."""
+    i = tl.program_id(0)
+    offs_m = i * FWD_M + tl.arange(0, FWD_M)
+    _, skip_lo, _ = attention._doc_key_range(DOC, offs_m, i * FWD_M, N_CTX, FWD_N)
+    tl.store(KEY_LO + i, skip_lo)
+    offs_n = i * BWD_N + tl.arange(0, BWD_N)
+    band_hi = tl.minimum((i + 1) * BWD_N, N_CTX)
+    _, rows_hi = attention._doc_query_range(DOC_END, offs_n, band_hi, (N_CTX // BWD_M) * BWD_M, N_CTX, BWD_M)
+    tl.store(ROWS_HI + i, rows_hi)
+
+
+def block_sizes(kernel):
+    config = kernel.configs[0]                 # what fixed_configs() runs, and all the interpreter has
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+
+
+def test_blocks_outside_the_documents_are_skipped():
+    """Count the blocks the kernels visit, from the very functions that bound their loops: with
+    short documents far fewer than causal attention visits, and never one fewer than needed
+    (every block holding a visible query-key pair is visited). Documents of 20 tokens at T=512."""
+    T = 512
+    d = segmentation(1, T, [list(range(20, T, 20))])
+    (fm, fn), (bm, bn) = block_sizes(attention._attn_fwd), block_sizes(attention._attn_bwd_dkdv)
+    n = max(triton.cdiv(T, fm), triton.cdiv(T, bn))
+    key_lo, rows_hi = (torch.full((n,), -1, dtype=torch.int32, device=DEVICE) for _ in range(2))
+    bounds = attention.doc_bounds(d, T)
+    _probe_bounds[(n,)](bounds[0], bounds[1], key_lo, rows_hi, T, fm, fn, bm, bn)
+    visible = doc_mask(d.cpu())[0, 0]                                   # (query, key)
+    fwd = causal_fwd = needed_fwd = 0
+    for i in range(triton.cdiv(T, fm)):
+        band_hi = min((i + 1) * fm, T)
+        lo = int(key_lo[i])
+        visited = set(range(lo // fn, triton.cdiv(band_hi, fn)))
+        needed = {j // fn for j in range(T) if visible[i * fm:band_hi, j].any()}
+        assert needed <= visited, (i, needed - visited)
+        fwd, causal_fwd, needed_fwd = fwd + len(visited), causal_fwd + triton.cdiv(band_hi, fn), needed_fwd + len(needed)
+    bwd = causal_bwd = needed_bwd = 0
+    for i in range(triton.cdiv(T, bn)):
+        hi = int(rows_hi[i])
+        visited = set(range(i * bn // bm, triton.cdiv(hi, bm)))
+        needed = {r // bm for r in range(T) if visible[r, i * bn:min((i + 1) * bn, T)].any()}
+        assert needed <= visited, (i, needed - visited)
+        bwd, causal_bwd, needed_bwd = bwd + len(visited), causal_bwd + triton.cdiv(T - i * bn, bm), needed_bwd + len(needed)
+    assert fwd == needed_fwd and bwd == needed_bwd          # no block visited for nothing
+    assert fwd <= causal_fwd / 3 and bwd <= causal_bwd / 3, (fwd, causal_fwd, bwd, causal_bwd)

@@ -14,8 +14,9 @@ from kernels import attention, compile as aot
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_kernel_parameter_is_filled_by_its_launch():
-    calls = aot.launches("bfloat16", 64, True)
+@pytest.mark.parametrize("docs", [False, True])
+def test_every_kernel_parameter_is_filled_by_its_launch(docs):
+    calls = aot.launches("bfloat16", 64, True, docs=docs)
     assert sorted(calls) == sorted(aot.KERNELS)
     for kernel, args, kwargs in calls.values():
         aot.check_binding(kernel, args, kwargs, aot.configs(kernel)[0])
@@ -30,20 +31,20 @@ def test_a_parameter_the_launch_leaves_unset_fails():
 
 
 def test_a_new_launcher_argument_fails_until_the_check_knows_it(monkeypatch):
-    # A document mask (issue 29) will add an argument to the launchers: the check must not
-    # compile the kernels without it as if nothing had changed.
+    # A new launcher argument (as the document mask's `docs` was, issue 29): the check must
+    # not compile the kernels without it as if nothing had changed.
     fwd = attention._flash_fwd
 
-    def with_doc_mask(q, k, v, causal, sm_scale, doc_start=None):
-        return fwd(q, k, v, causal, sm_scale)
+    def with_window(q, k, v, causal, sm_scale, docs=None, window=None):
+        return fwd(q, k, v, causal, sm_scale, docs)
 
-    monkeypatch.setattr(attention, "_flash_fwd", with_doc_mask)
-    with pytest.raises(aot.CompileCheckError, match="doc_start"):
+    monkeypatch.setattr(attention, "_flash_fwd", with_window)
+    with pytest.raises(aot.CompileCheckError, match="window"):
         aot.launches("bfloat16", 64, True)
 
 
 def test_a_kernel_launched_outside_launch_fails(monkeypatch):
-    def bwd_unseen(do, q, k, v, o, lse, causal, sm_scale):
+    def bwd_unseen(do, q, k, v, o, lse, causal, sm_scale, docs=None):
         pass  # stands for a backward that calls its kernels directly, not via _launch
 
     monkeypatch.setattr(attention, "_flash_bwd", bwd_unseen)
@@ -56,6 +57,9 @@ def test_first_configs_compile_for_sm80_and_sm90(tmp_path):
     causal, compiled for real (empty Triton cache, no result cache) for an A100 and an H100."""
     jobs = [dict(kernel=k, target=t, dtype="bfloat16", head_dim=64, causal=True, config=0)
             for t in (80, 90) for k in aot.KERNELS]
+    # and --doc-mask's HAS_DOCS variant of the three kernels that take documents, on sm_90
+    jobs += [dict(kernel=k, target=90, dtype="bfloat16", head_dim=64, causal=True, config=0, docs=True)
+             for k in aot.KERNELS if k != "_attn_bwd_delta"]
     results = aot.run_jobs(jobs, workers=2, cache_dir=None,
                            env={"TRITON_CACHE_DIR": str(tmp_path / "triton")})
     for r in results:
@@ -63,7 +67,7 @@ def test_first_configs_compile_for_sm80_and_sm90(tmp_path):
         assert r["ok"], f"{where}: {r['error']}"
         assert not r["cached"] and r["registers"] and r["shared"] > 0, where
         assert r["shared"] <= aot.TARGETS[r["target"]][1], where
-    tc = {(r["kernel"], r["target"]): r["tensor_cores"] for r in results}
+    tc = {(r["kernel"], r["target"]): r["tensor_cores"] for r in results if not r.get("docs")}
     for k in ("_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq"):
         assert "wgmma.mma_async" in tc[k, 90], f"{k} on sm_90 uses {tc[k, 90]}, not Hopper's wgmma"
         assert "mma.sync" in tc[k, 80], f"{k} on sm_80 uses {tc[k, 80]}"

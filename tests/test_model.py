@@ -194,8 +194,8 @@ def test_triton_attention_path_makes_no_copy_of_q_k_v(monkeypatch):
     seen = {}
     real_fwd = attention._flash_fwd
 
-    def spy(q, k, v, causal, sm_scale):
-        o, lse = real_fwd(q, k, v, causal, sm_scale)
+    def spy(q, k, v, causal, sm_scale, docs=None):
+        o, lse = real_fwd(q, k, v, causal, sm_scale, docs)
         if "o" not in seen:                                    # layer 0's call, as the hooks
             seen.update(q=q, k=k, v=v, o=o)
         return o, lse
