@@ -95,7 +95,7 @@ def build(cfg: TrainConfig, ranks: distributed.Ranks, ckpt: Optional[dict], wall
     before the run folder is claimed, so a mistake leaves nothing on disk."""
     check_config(cfg)
     device = hw.pick_device(cfg.device, ranks.local_rank)
-    threads = StageThreads(cfg.threads, device, ranks.master)    # a fixed --threads: set before anything computes
+    threads = StageThreads(cfg.threads, device, ranks.master, cfg.doc_mask)   # a fixed --threads: set now
     dtype, attn = hw.pick_dtype(cfg.dtype, device), hw.pick_attn(cfg.attn, device)
     plan, end, eval_lengths = make_plans(cfg, ranks.world, ckpt)
     hw.check_memory(plan, eval_lengths, make_config(cfg.preset))

@@ -99,8 +99,8 @@ class StageThreads:
     (a longer sequence may want more threads, and the machine's load may have changed since the
     last stage); each fit is a `threads` record in metrics.jsonl. A fixed count is set at once."""
 
-    def __init__(self, setting, device: str, master: bool):
-        self.setting, self.device, self.master = setting, device, master
+    def __init__(self, setting, device: str, master: bool, docs: bool = False):
+        self.setting, self.device, self.master, self.docs = setting, device, master, docs
         self.fitted = set()
         if setting != "auto":
             torch.set_num_threads(setting)
@@ -111,7 +111,8 @@ class StageThreads:
             return
         self.fitted.add(key)
         # a real micro-step of this stage: forward and backward on random tokens, grads zeroed after
-        probe = quiet_rng(lambda: warm_step(model, model, autocast, self.device, stage.micro_batch, stage.seq_len))
+        probe = quiet_rng(lambda: warm_step(model, model, autocast, self.device, self.docs, stage.micro_batch,
+                                            stage.seq_len))
         with wall.part("warm-up"):
             record = fit(self.setting, probe, self.device, f"T={stage.seq_len}", self.master)
         if record is not None:
