@@ -31,6 +31,8 @@ def threads_flag(text: str):
         n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of threads >= 1, not {text!r}")
+    if n > usable_cores():      # torch would start them all (100,000 threads hang a laptop)
+        raise argparse.ArgumentTypeError(f"{n} threads: this process may use {usable_cores()} core(s); give at most that")
     return n
 
 

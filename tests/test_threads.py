@@ -26,10 +26,12 @@ def records(out, kind):
 
 
 def test_the_flag_takes_auto_or_a_positive_count():
-    assert threads.threads_flag("auto") == "auto" and threads.threads_flag("3") == 3
+    assert threads.threads_flag("auto") == "auto" and threads.threads_flag("1") == 1
     for bad in ("0", "-2", "two", "", "1.5"):
         with pytest.raises(Exception, match="expected 'auto'"):
             threads.threads_flag(bad)
+    with pytest.raises(Exception, match="may use"):
+        threads.threads_flag(str(threads.usable_cores() + 1))
 
 
 def test_candidates_cover_every_small_count_and_the_cores():
