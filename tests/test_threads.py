@@ -67,6 +67,7 @@ def test_fixed_counts_and_the_environment_are_kept(monkeypatch):
     assert threads.fit("auto", lambda: pytest.fail("a GPU run keeps torch's default"), "cuda:0") is None
 
 
+@pytest.mark.skipif(threads.usable_cores() < 2, reason="needs two cores to run at two threads")
 def test_the_thread_count_never_changes_the_losses(tmp_path):
     """The same --max-tokens run at 1 and at 2 threads: every step's loss and the final eval equal, bit for bit."""
     runs = {}
