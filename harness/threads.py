@@ -2,10 +2,10 @@
 
 torch's default is one intra-op thread per core. That is fastest only on an idle machine: when
 another process shares the cores (a browser on a laptop, a second run, a CI box), every op waits
-for its slowest thread, and on this project's 2-core VM a 2-thread step took 4-5x a 1-thread step
-(results/threads.md). So `auto` (the default) times a few real forward/backward passes at each
-thread count and keeps the fastest; `--threads N` fixes it. The count changes only the speed:
-torch's CPU kernels give the same losses at any count (tests/test_threads.py).
+for its slowest thread, and on this project's 2-core VM a 2-thread step took 1.3-7.7x a 1-thread
+step (results/threads.md). So `auto` (the default) times a few real forward/backward passes at
+each thread count and keeps the fastest; `--threads N` fixes it. The count changes only the
+speed: the model computes the same losses at any count (model.LayerNorm, tests/test_threads.py).
 
 On a GPU the kernels run on the device and `auto` leaves torch's default alone. An
 `OMP_NUM_THREADS` set in the environment is a choice already made: `auto` keeps it.
