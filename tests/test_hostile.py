@@ -2,6 +2,7 @@
 the right behaviour, and nothing already on disk lost."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,20 +193,14 @@ def init_from(tmp_path, folder, corpus):
 
 def test_init_from_a_folder_whose_tokenizer_is_too_large_says_so(tmp_path, world, capsys):
     folder, corpus = world
-    bigger = tmp_path / "big"
-    bigger.mkdir()
-    for f in folder.iterdir():
-        (bigger / f.name).write_bytes(f.read_bytes())
+    bigger = shutil.copytree(folder, tmp_path / "big")
     bpe(700).save(str(bigger / "tokenizer.json"))       # 700 ids; the model has 512 rows
     fail(capsys, init_from(tmp_path, bigger, corpus), "tokenizer file holds more ids than its model")
 
 
 def test_init_from_a_folder_no_preset_computes_names_the_field(tmp_path, world, capsys):
     folder, corpus = world
-    serial = tmp_path / "serial"
-    serial.mkdir()
-    for f in folder.iterdir():
-        (serial / f.name).write_bytes(f.read_bytes())
+    serial = shutil.copytree(folder, tmp_path / "serial")
     cfg = json.loads((serial / "config.json").read_text())
     (serial / "config.json").write_text(json.dumps({**cfg, "use_parallel_residual": False}))
     fail(capsys, init_from(tmp_path, serial, corpus), "nearest --preset tiny: parallel_residual is False, the preset's True")
